@@ -122,7 +122,10 @@ def _trace_reads(
         instances[(tensor, _BEFORE_STEP)] = _Instance(key, _BEFORE_STEP)
         current[tensor] = _BEFORE_STEP
 
+    at_boundary: dict[int, int] = dict(current)
     for step, op_id in enumerate(schedule):
+        if step == boundary:
+            at_boundary = dict(current)
         op = graph.ops[op_id]
         for tensor in op.inputs:
             name = graph.tensors[tensor].name
@@ -152,15 +155,19 @@ def _trace_reads(
             current[tensor] = step
 
     end = len(schedule)
+    if boundary == end:
+        at_boundary = dict(current)
     missing = set(range(len(graph.ops))) - set(schedule)
     if missing:
         names = ", ".join(sorted(graph.ops[i].name for i in missing)[:5])
         raise InvalidScheduleError(f"{len(missing)} ops never run (every op must run): {names}")
+    forward_outputs = set(graph.forward_outputs)
     for tensor in graph.outputs:
         name = graph.tensors[tensor].name
-        if tensor not in current:
-            raise InvalidScheduleError(f"output {name!r} is never produced")
-        if tensor in graph.forward_outputs and current[tensor] >= boundary:
-            raise InvalidScheduleError(f"forward output {name!r} is produced after the boundary")
-        touch(instances[(tensor, current[tensor])], end)
+        # A forward output is the instance the forward part returned; later ones are internal.
+        produced = at_boundary if tensor in forward_outputs else current
+        if tensor not in produced:
+            where = "before the boundary" if tensor in forward_outputs else "at all"
+            raise InvalidScheduleError(f"output {name!r} is never produced {where}")
+        touch(instances[(tensor, produced[tensor])], end)
     return instances, storage_last_read, current

@@ -1,0 +1,177 @@
+"""The AOTAutograd side: a Dynamo backend whose partition hook plans and rewrites each graph.
+
+Dynamo captures the model (splitting it at graph breaks), AOTAutograd traces each graph's joint
+forward+backward, and `partition` is where remat decides: capture -> price -> solve -> rewrite.
+The rewritten modules run as fx code (`inner="eager"`); the budget is for the whole step, so each
+graph of a step that broke into several is planned with what the earlier graphs keep alive, and
+with room for the gradients the other graphs will produce.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch._functorch.aot_autograd import aot_module_simplified
+
+from remat.budget import Budget
+from remat.capture import CapturedGraph, OpPrice, capture_joint
+from remat.ir import Plan
+from remat.rewrite import rewrite
+from remat.simulate import simulate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What the user asked for, resolved to values (see remat.compile)."""
+
+    budget: Budget
+    solver: str = "auto"
+    time_limit: float | None = None
+    loss_reserve: int | None = None
+    """Bytes the caller's loss holds between forward and backward; None: the outputs' size."""
+    progress: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True)
+class GraphPlan:
+    """One captured graph's plan, with what the budget meant for it."""
+
+    index: int
+    captured: CapturedGraph
+    plan: Plan
+    keep_all_peak: int
+    budget_bytes: int
+    """What this graph was allowed: the step's budget less what other graphs hold."""
+    step_budget_bytes: int
+    held_elsewhere: int
+    saved_names: tuple[str, ...]
+    replayed_random_ops: tuple[str, ...]
+    plan_s: float
+
+
+@dataclass
+class StepPlans:
+    """Every graph planned for one input signature of the step, in the order they ran."""
+
+    graphs: list[GraphPlan] = field(default_factory=list)
+
+    @property
+    def carried_bytes(self) -> int:
+        """Bytes the graphs planned so far keep live across their forward/backward boundary."""
+        total = 0
+        for item in self.graphs:
+            sim = simulate(item.captured.graph, item.plan.schedule, item.plan.boundary)
+            total += sim.saved_bytes
+        return total
+
+
+class Planner:
+    """Holds the options and the plans made so far; its `backend` goes to torch.compile."""
+
+    def __init__(
+        self,
+        options: PlanOptions,
+        prices: Callable[[fx.GraphModule, torch.device], dict[fx.Node, OpPrice]],
+        trainable_grad_bytes: Callable[[], int] | None = None,
+    ) -> None:
+        self.options = options
+        self._prices = prices
+        self._trainable_grad_bytes = trainable_grad_bytes
+        self.steps: dict[tuple, StepPlans] = {}
+        self.current_key: tuple = ()
+
+    def plans_for(self, key: tuple) -> StepPlans:
+        return self.steps.setdefault(key, StepPlans())
+
+    def backend(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+        grads_here = sum(
+            _nbytes(x) for x in example_inputs if isinstance(x, torch.nn.Parameter) and x.requires_grad
+        )
+
+        def partition(joint: fx.GraphModule, joint_inputs: Any, *, num_fwd_outputs: int, **_: Any):
+            return self._partition(joint, num_fwd_outputs, grads_here)
+
+        return aot_module_simplified(
+            gm,
+            example_inputs,
+            fw_compiler=_boxed,
+            bw_compiler=_boxed,
+            inference_compiler=_boxed,
+            partition_fn=partition,
+        )
+
+    def _partition(
+        self, joint: fx.GraphModule, num_fwd_outputs: int, grads_here: int
+    ) -> tuple[fx.GraphModule, fx.GraphModule]:
+        from remat.solvers import keep_all_plan, solve
+
+        started = time.perf_counter()
+        step = self.plans_for(self.current_key)
+        device = _joint_device(joint)
+        captured = capture_joint(
+            joint,
+            num_fwd_outputs,
+            self._prices(joint, device),
+            boundary_reserve=self.options.loss_reserve,
+            name=f"graph{len(step.graphs)}",
+        )
+        keep_all = keep_all_plan(captured.graph)
+        other_grads = 0
+        if self._trainable_grad_bytes is not None:
+            other_grads = max(0, self._trainable_grad_bytes() - grads_here)
+        held = step.carried_bytes + other_grads
+        step_budget = self.options.budget.resolve(keep_all.predicted_peak + held)
+        config: dict[str, Any] = {}
+        if self.options.time_limit is not None:
+            config["time_limit"] = self.options.time_limit
+        if self.options.progress is not None:
+            config["progress"] = self.options.progress
+        plan = solve(captured.graph, step_budget - held, solver=self.options.solver, **config)
+        rewritten = rewrite(joint, captured, plan, num_fwd_outputs)
+        step.graphs.append(
+            GraphPlan(
+                index=len(step.graphs),
+                captured=captured,
+                plan=plan,
+                keep_all_peak=keep_all.predicted_peak,
+                budget_bytes=step_budget - held,
+                step_budget_bytes=step_budget,
+                held_elsewhere=held,
+                saved_names=rewritten.saved,
+                replayed_random_ops=rewritten.replayed_random_ops,
+                plan_s=time.perf_counter() - started,
+            )
+        )
+        logger.info("planned %s in %.2fs: %s", captured.graph.name, step.graphs[-1].plan_s, plan.status)
+        return rewritten.forward, rewritten.backward
+
+
+def _boxed(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+    """Run the graph as fx code, taking its arguments as one list (so they can be freed early)."""
+    boxed_codegen = isinstance(gm.graph._codegen, fx.graph._BoxedCodeGen)
+
+    def run(args: list[Any]) -> Any:
+        return gm(args) if boxed_codegen else gm(*args)
+
+    run._boxed_call = True  # type: ignore[attr-defined]
+    return run
+
+
+def _joint_device(joint: fx.GraphModule) -> torch.device:
+    for node in joint.graph.nodes:
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor):
+            return value.device
+    return torch.device("cpu")
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()

@@ -1,0 +1,131 @@
+"""remat.compile: wrap a module so its training step runs under a memory budget.
+
+Thin on purpose: capture, pricing, solving and rewriting live in their own modules; this file
+turns the user's call into a Planner, hands the model to Dynamo with remat's backend, and routes
+no-grad calls (eval, inference) to the original module, where remat costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from remat.aot import PlanOptions, Planner, StepPlans
+from remat.budget import BudgetError, parse_budget
+from remat.report import RematPlanReport
+
+_RECOMPILE_LIMIT = 64
+"""Dynamo's default (8) would silently run eager after 8 input signatures or model instances."""
+
+
+class RematModule(nn.Module):
+    """The compiled model: same parameters, buffers, call signature and outputs as the original."""
+
+    def __init__(self, module: nn.Module, options: PlanOptions) -> None:
+        super().__init__()
+        self._orig_mod = module
+        self._options = options
+        self._planner = Planner(options, _default_prices, lambda: _trainable_grad_bytes(module))
+        self._compiled: Callable[..., Any] = torch.compile(
+            module, backend=self._planner.backend, dynamic=False
+        )
+
+    @property
+    def original_module(self) -> nn.Module:
+        return self._orig_mod
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():
+            return self._orig_mod(*args, **kwargs)
+        self._planner.current_key = _signature(args, kwargs)
+        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+            try:
+                return self._compiled(*args, **kwargs)
+            except torch._dynamo.exc.BackendCompilerFailed as error:
+                inner = error.inner_exception
+                if isinstance(inner, ValueError):
+                    raise inner.with_traceback(None) from None
+                raise
+
+    @property
+    def remat_plan(self) -> RematPlanReport | None:
+        """The plan of the most recent step (None before the first training call)."""
+        step = self._planner.steps.get(self._planner.current_key)
+        if step is None or not step.graphs:
+            return None
+        return RematPlanReport.from_step(step, self._options)
+
+    @property
+    def remat_plans(self) -> dict[tuple, StepPlans]:
+        """Every planned input signature -> its plans (a new shape or dtype plans again)."""
+        return dict(self._planner.steps)
+
+    # Checkpoints stay interchangeable with the original module's.
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._orig_mod.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self._orig_mod.load_state_dict(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"RematModule(budget={self._options.budget.describe()}, {self._orig_mod!r})"
+
+
+def compile(  # noqa: A001 - the public name mirrors torch.compile
+    model: nn.Module,
+    budget: int | float | str,
+    *,
+    solver: str = "auto",
+    time_limit: float | None = None,
+    loss_reserve: int | str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RematModule:
+    """Return `model` wrapped so each forward+backward peaks at no more than `budget` bytes.
+
+    budget: int bytes, a size string ("512MiB", "1.5GB"), or a float in (0, 1]: that fraction of
+        the step's predicted peak with nothing recomputed (NOT torch's activation_memory_budget,
+        which is a fraction of saved activations).
+    solver: "auto" (ILP with a time limit), "ilp", "sqrt" or "none".
+    loss_reserve: bytes your loss code holds between forward and backward; default: the size of
+        the model's differentiable outputs.
+    Planning happens on the first training call for each input signature; a budget below what
+    any plan reaches raises remat.InfeasibleBudgetError there, naming the smallest feasible one.
+    """
+    from remat.solvers import solver_names
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"remat.compile takes an nn.Module, got {type(model).__name__}")
+    if solver != "auto" and solver not in solver_names():
+        raise ValueError(f"unknown solver {solver!r}; choose auto, {', '.join(solver_names())}")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
+    reserve = None
+    if loss_reserve is not None:
+        parsed = parse_budget(loss_reserve)
+        if parsed.bytes is None:
+            raise BudgetError("loss_reserve takes bytes or a size string, not a fraction")
+        reserve = parsed.bytes
+    options = PlanOptions(parse_budget(budget), solver, time_limit, reserve, progress)
+    return RematModule(model, options)
+
+
+def _default_prices(gm, device):  # noqa: ANN001 - thin adapter over the cost model
+    from remat.cost_adapter import prices_for
+
+    return prices_for(gm, device)
+
+
+def _trainable_grad_bytes(module: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
+
+
+def _signature(args: tuple, kwargs: dict) -> tuple:
+    """Shapes, dtypes and devices of the tensor arguments: a new one means a new plan."""
+    leaves = torch.utils._pytree.tree_leaves((args, kwargs))
+    return tuple(
+        (tuple(x.shape), x.dtype, x.device.type) if isinstance(x, torch.Tensor) else type(x).__name__
+        for x in leaves
+    )

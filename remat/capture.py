@@ -1,0 +1,264 @@
+"""Joint forward+backward fx graph (from AOTAutograd) -> RematGraph, plus the map back to fx.
+
+Time on ops, bytes on tensors: every call_function node except `getitem` is an op; a single-output
+op's node is its tensor, a multi-output op's tensors are its `getitem` nodes. Storage identity of
+the traced fake values decides aliasing: the first tensor seen on a storage owns its bytes, every
+later one (views, `detach`, `_unsafe_view`, ...) is an alias that costs nothing.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from remat.ir import Op, Phase, RematGraph, Tensor
+
+_CUDA_BLOCK = 512
+"""The CUDA caching allocator rounds every block up to a multiple of 512 bytes."""
+
+
+@dataclass(frozen=True)
+class OpPrice:
+    """What the cost model says about one fx node."""
+
+    flops: int = 0
+    time_s: float = 0.0
+
+
+CostFn = Callable[[fx.GraphModule], Mapping[fx.Node, OpPrice]]
+
+
+class UnsupportedGraphError(ValueError):
+    """The captured graph has a construct remat cannot plan (the message says which)."""
+
+
+@dataclass(frozen=True)
+class CapturedGraph:
+    graph: RematGraph
+    op_nodes: tuple[fx.Node, ...]
+    """fx node of each op id."""
+    tensor_nodes: tuple[fx.Node, ...]
+    """fx node of each tensor id (placeholder, single-output op, or getitem)."""
+    device: torch.device
+    mutated_inputs: frozenset[str] = frozenset()
+    """Placeholders the step mutates (BatchNorm running stats): a recomputation reads the
+    mutated value, which only ops listed in `_READS_MUTATED_SAFELY` tolerate."""
+
+
+def capture_joint(
+    joint: fx.GraphModule,
+    num_fwd_outputs: int,
+    prices: Mapping[fx.Node, OpPrice],
+    *,
+    boundary_reserve: int | None = None,
+    name: str = "graph",
+) -> CapturedGraph:
+    """Build the solver's view of `joint` (a graph of primals_*/tangents_* placeholders)."""
+    nodes = list(joint.graph.nodes)
+    output_node = next(n for n in reversed(nodes) if n.op == "output")
+    outs = list(output_node.args[0])
+    fwd_outs = [n for n in outs[:num_fwd_outputs] if isinstance(n, fx.Node)]
+    all_outs = [n for n in outs if isinstance(n, fx.Node)]
+    live = _ancestors(all_outs)
+    required_forward = _ancestors(fwd_outs)
+    device = _graph_device(nodes)
+
+    tensor_index: dict[fx.Node, int] = {}
+    tensors: list[Tensor] = []
+    tensor_nodes: list[fx.Node] = []
+    storage_owner: dict[int, int] = {}
+
+    def add_tensor(node: fx.Node, producer: int | None) -> int:
+        value = node.meta.get("val")
+        size, alias = 0, None
+        if isinstance(value, torch.Tensor):
+            key = value.untyped_storage()._cdata
+            if key in storage_owner:
+                alias = storage_owner[key]
+            else:
+                storage_owner[key] = len(tensors)
+                size = _allocated_bytes(value.untyped_storage().nbytes(), device)
+        tensor = Tensor(len(tensors), node.name, size, producer, alias)
+        tensor_index[node] = tensor.id
+        tensors.append(tensor)
+        tensor_nodes.append(node)
+        return tensor.id
+
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    mutated = _mutated_placeholders(placeholders, output_node)
+    tangents = [n for n in placeholders if n.name.startswith("tangents")]
+    for node in placeholders:
+        add_tensor(node, None)
+
+    compute = [n for n in nodes if n.op == "call_function" and n in live and not _is_getitem(n)]
+    order = [n for n in compute if n in required_forward]
+    boundary = len(order)
+    order += [n for n in compute if n not in required_forward]
+
+    ops: list[Op] = []
+    for op_id, node in enumerate(order):
+        ops.append(
+            _make_op(op_id, node, add_tensor, tensor_index, prices, op_id < boundary, mutated)
+        )
+    if boundary_reserve is None:
+        boundary_reserve = sum(tensors[tensor_index[t]].bytes for t in tangents)
+    graph = RematGraph(
+        ops=tuple(ops),
+        tensors=tuple(tensors),
+        boundary=boundary,
+        inputs=tuple(tensor_index[n] for n in placeholders if n not in tangents),
+        late_inputs=tuple(tensor_index[n] for n in tangents),
+        outputs=tuple(dict.fromkeys(tensor_index[n] for n in all_outs)),
+        forward_outputs=tuple(dict.fromkeys(tensor_index[n] for n in fwd_outs)),
+        boundary_reserve=boundary_reserve,
+        name=name,
+    )
+    mutated_names = frozenset(n.name for n in mutated)
+    return CapturedGraph(graph, tuple(order), tuple(tensor_nodes), device, mutated_names)
+
+
+def _mutated_placeholders(placeholders: list[fx.Node], output_node: fx.Node) -> set[fx.Node]:
+    descs = output_node.meta.get("desc") or []
+    targets = [getattr(d, "mutated_input", None) for d in descs]
+    targets = [t for t in targets if t is not None]
+    return {n for n in placeholders if n.meta.get("desc") in targets}
+
+
+def _recompute_safe_with_mutation(node: fx.Node, mutated: set[fx.Node]) -> bool:
+    """Recomputing `node` gives the same values though some of its inputs were mutated since.
+
+    Training-mode batch norm reads the running stats only to return their updated copies, which
+    the backward never reads; its normalised output and batch statistics do not depend on them.
+    """
+    if not mutated.intersection(node.all_input_nodes):
+        return True
+    return (
+        node.target in _READS_MUTATED_SAFELY
+        and len(node.args) > 5
+        and node.args[5] is True
+    )
+
+
+_READS_MUTATED_SAFELY = {torch.ops.aten._native_batch_norm_legit_functional.default}
+
+
+def _make_op(
+    op_id: int,
+    node: fx.Node,
+    add_tensor: Callable[[fx.Node, int | None], int],
+    tensor_index: dict[fx.Node, int],
+    prices: Mapping[fx.Node, OpPrice],
+    in_forward: bool,
+    mutated: set[fx.Node],
+) -> Op:
+    inputs = []
+    for arg in node.all_input_nodes:
+        if arg not in tensor_index:
+            raise UnsupportedGraphError(
+                f"{node.name} reads {arg.name}, which is not a tensor remat can track"
+            )
+        inputs.append(tensor_index[arg])
+    value = node.meta.get("val")
+    transient = 0
+    if isinstance(value, (tuple, list)):
+        getitems = {u.args[1]: u for u in node.users if _is_getitem(u)}
+        outputs = []
+        for index, item in enumerate(value):
+            if index in getitems:
+                outputs.append(add_tensor(getitems[index], op_id))
+            elif isinstance(item, torch.Tensor):
+                transient += item.untyped_storage().nbytes()  # allocated, never read
+        outputs_tuple = tuple(outputs)
+    else:
+        outputs_tuple = (add_tensor(node, op_id),)
+    price = prices.get(node, OpPrice())
+    return Op(
+        id=op_id,
+        name=node.name,
+        kind=_kind(node),
+        inputs=tuple(dict.fromkeys(inputs)),
+        outputs=outputs_tuple,
+        time=price.time_s,
+        flops=price.flops,
+        phase=Phase.FORWARD if in_forward else Phase.BACKWARD,
+        recomputable=in_forward and _is_pure(node) and _recompute_safe_with_mutation(node, mutated),
+        random=is_random(node),
+        transient_bytes=transient,
+        module_path=module_path(node),
+    )
+
+
+def is_random(node: fx.Node) -> bool:
+    target = node.target
+    return isinstance(target, torch._ops.OpOverload) and (
+        torch.Tag.nondeterministic_seeded in target.tags
+    )
+
+
+def _is_pure(node: fx.Node) -> bool:
+    """Ops that may run twice: no mutation, no side effect (random ones are replayed)."""
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return False
+    schema = target._schema
+    if schema.is_mutable or any(a.alias_info and a.alias_info.is_write for a in schema.arguments):
+        return False
+    return not schema.name.endswith("_")
+
+
+def _is_getitem(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target is operator.getitem
+
+
+def _ancestors(roots: list[fx.Node]) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend(node.all_input_nodes)
+    return seen
+
+
+def _graph_device(nodes: list[fx.Node]) -> torch.device:
+    for node in nodes:
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor) and value.device.type != "meta":
+            return value.device
+    return torch.device("cpu")
+
+
+def _allocated_bytes(nbytes: int, device: torch.device) -> int:
+    if device.type == "cuda" and nbytes:
+        return -(-nbytes // _CUDA_BLOCK) * _CUDA_BLOCK
+    return nbytes
+
+
+def _kind(node: fx.Node) -> str:
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return f"{target.namespace}.{target._schema.name.split('::')[-1]}"
+    return getattr(target, "__name__", str(target))
+
+
+_SCOPE_PREFIX = re.compile(r"^L\['(?:self|fn|mod|model)'\]\.?")
+_INDEX = re.compile(r"\[['\"]?([^'\"\]]+)['\"]?\]")
+
+
+def module_path(node: fx.Node) -> str:
+    """'layers.3.attn' for a node traced inside model.layers[3].attn (Dynamo's module stack)."""
+    stack = node.meta.get("nn_module_stack") or node.meta.get("fwd_nn_module_stack")
+    if not stack:
+        return ""
+    path = str(list(stack.values())[-1][0])
+    path = _SCOPE_PREFIX.sub("", path)
+    path = _INDEX.sub(r".\1", path)
+    path = re.sub(r"_modules\.", "", path)
+    return path.strip(".")

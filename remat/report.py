@@ -1,0 +1,128 @@
+"""What a user reads: the plan of a step, as text (print) and as a dict (JSON)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from remat.budget import format_bytes
+from remat.simulate import simulate
+
+if TYPE_CHECKING:
+    from remat.aot import GraphPlan, PlanOptions, StepPlans
+
+
+@dataclass(frozen=True)
+class GraphSummary:
+    index: int
+    name: str
+    ops: int
+    forward_ops: int
+    solver: str
+    status: str
+    gap: float | None
+    budget_bytes: int
+    predicted_peak: int
+    keep_all_peak: int
+    saved: tuple[str, ...]
+    saved_bytes: int
+    recomputed: tuple[tuple[str, int], ...]
+    """(op name, extra executions), in schedule order."""
+    recomputed_by_module: tuple[tuple[str, int], ...]
+    recompute_time_s: float
+    recompute_flops: int
+    replayed_random_ops: tuple[str, ...]
+    plan_s: float
+
+
+@dataclass(frozen=True)
+class RematPlanReport:
+    budget: str
+    step_budget_bytes: int
+    keep_all_peak: int
+    predicted_peak: int
+    graphs: tuple[GraphSummary, ...]
+
+    @classmethod
+    def from_step(cls, step: StepPlans, options: PlanOptions) -> RematPlanReport:
+        summaries = tuple(_summarize(item) for item in step.graphs)
+        first = step.graphs[0]
+        # Each graph was planned with what the others hold; the step's figures are the worst.
+        return cls(
+            budget=options.budget.describe(),
+            step_budget_bytes=first.step_budget_bytes,
+            keep_all_peak=max(g.keep_all_peak + g.held_elsewhere for g in step.graphs),
+            predicted_peak=max(
+                s.predicted_peak + g.held_elsewhere for s, g in zip(summaries, step.graphs)
+            ),
+            graphs=summaries,
+        )
+
+    @property
+    def budget_fraction(self) -> float:
+        return self.step_budget_bytes / self.keep_all_peak if self.keep_all_peak else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"budget_fraction": self.budget_fraction}
+
+    def __str__(self) -> str:
+        lines = [
+            f"remat plan: {len(self.graphs)} graph(s); budget {self.budget} = "
+            f"{format_bytes(self.step_budget_bytes)} ({self.step_budget_bytes} bytes, "
+            f"{self.budget_fraction:.1%} of the keep-all peak {format_bytes(self.keep_all_peak)})",
+            f"  predicted peak {format_bytes(self.predicted_peak)} ({self.predicted_peak} bytes)",
+        ]
+        for g in self.graphs:
+            gap = "n/a" if g.gap is None else f"{g.gap:.1%}"
+            lines.append(
+                f"  {g.name}: {g.ops} ops ({g.forward_ops} forward); solver {g.solver} "
+                f"[{g.status}, gap {gap}, {g.plan_s:.2f}s]; peak {format_bytes(g.predicted_peak)} "
+                f"of {format_bytes(g.budget_bytes)} allowed"
+            )
+            lines.append(
+                f"    kept for backward: {len(g.saved)} values, {format_bytes(g.saved_bytes)}"
+            )
+            extra = sum(n for _, n in g.recomputed)
+            lines.append(
+                f"    recomputed: {extra} op runs, {g.recompute_flops / 1e9:.3f} GFLOP, "
+                f"~{g.recompute_time_s * 1e3:.2f} ms estimated"
+            )
+            for module, count in g.recomputed_by_module[:8]:
+                lines.append(f"      {module or '<top>'}: {count}")
+            if g.replayed_random_ops:
+                lines.append(f"    random ops replayed: {', '.join(g.replayed_random_ops)}")
+        return "\n".join(lines)
+
+
+def _summarize(item: GraphPlan) -> GraphSummary:
+    graph, plan = item.captured.graph, item.plan
+    sim = simulate(graph, plan.schedule, plan.boundary)
+    runs = Counter(plan.schedule)
+    recomputed = tuple(
+        (graph.ops[op_id].name, count - 1) for op_id, count in runs.items() if count > 1
+    )
+    by_module = Counter()
+    for op_id, count in runs.items():
+        if count > 1:
+            by_module[graph.ops[op_id].module_path] += count - 1
+    return GraphSummary(
+        index=item.index,
+        name=graph.name,
+        ops=len(graph.ops),
+        forward_ops=graph.boundary,
+        solver=plan.solver,
+        status=plan.status.value,
+        gap=plan.gap,
+        budget_bytes=item.budget_bytes,
+        predicted_peak=sim.peak,
+        keep_all_peak=item.keep_all_peak,
+        saved=item.saved_names,
+        saved_bytes=sim.saved_bytes,
+        recomputed=recomputed,
+        recomputed_by_module=tuple(by_module.most_common()),
+        recompute_time_s=sim.recompute_time,
+        recompute_flops=sim.recompute_flops,
+        replayed_random_ops=item.replayed_random_ops,
+        plan_s=item.plan_s,
+    )
