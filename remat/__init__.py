@@ -1,0 +1,26 @@
+"""remat: run a PyTorch training step under a memory budget by recomputing activations.
+
+    model = remat.compile(model, budget="6GiB")    # or 0.5 (of the keep-all peak), or bytes
+    loss_fn(model(x), y).backward()
+    print(model.remat_plan)
+"""
+
+from remat.api import RematModule, compile
+from remat.budget import BudgetError, InfeasibleBudgetError, parse_budget
+from remat.capture import UnsupportedGraphError
+from remat.measure import PeakMeasurement, StepTiming, measure_peak, time_step
+from remat.simulate import InvalidScheduleError
+
+__all__ = [
+    "BudgetError",
+    "InfeasibleBudgetError",
+    "InvalidScheduleError",
+    "PeakMeasurement",
+    "RematModule",
+    "StepTiming",
+    "UnsupportedGraphError",
+    "compile",
+    "measure_peak",
+    "parse_budget",
+    "time_step",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch.fx as fx
 from torch._functorch.aot_autograd import aot_module_simplified
 
 from remat.budget import Budget
-from remat.capture import CapturedGraph, OpPrice, capture_joint
+from remat.capture import CapturedGraph, Priced, capture_joint
 from remat.ir import Plan
 from remat.rewrite import rewrite
 from remat.simulate import simulate
@@ -79,7 +79,7 @@ class Planner:
     def __init__(
         self,
         options: PlanOptions,
-        prices: Callable[[fx.GraphModule, torch.device], dict[fx.Node, OpPrice]],
+        prices: Callable[[fx.GraphModule, torch.device], Mapping[fx.Node, Priced]],
         trainable_grad_bytes: Callable[[], int] | None = None,
     ) -> None:
         self.options = options

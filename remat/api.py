@@ -112,10 +112,10 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     return RematModule(model, options)
 
 
-def _default_prices(gm, device):  # noqa: ANN001 - thin adapter over the cost model
-    from remat.cost_adapter import prices_for
+def _default_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:
+    from remat.cost import estimate_costs
 
-    return prices_for(gm, device)
+    return estimate_costs(gm, device)
 
 
 def _trainable_grad_bytes(module: nn.Module) -> int:

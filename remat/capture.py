@@ -12,6 +12,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.fx as fx
@@ -22,15 +23,17 @@ _CUDA_BLOCK = 512
 """The CUDA caching allocator rounds every block up to a multiple of 512 bytes."""
 
 
-@dataclass(frozen=True)
-class OpPrice:
-    """What the cost model says about one fx node."""
+class Priced(Protocol):
+    """What capture needs from the cost model about one fx node (remat.cost.NodeCost)."""
 
+    flops: int
+    time_s: float
+
+
+@dataclass(frozen=True)
+class _Unpriced:
     flops: int = 0
     time_s: float = 0.0
-
-
-CostFn = Callable[[fx.GraphModule], Mapping[fx.Node, OpPrice]]
 
 
 class UnsupportedGraphError(ValueError):
@@ -53,7 +56,7 @@ class CapturedGraph:
 def capture_joint(
     joint: fx.GraphModule,
     num_fwd_outputs: int,
-    prices: Mapping[fx.Node, OpPrice],
+    prices: Mapping[fx.Node, Priced],
     *,
     boundary_reserve: int | None = None,
     name: str = "graph",
@@ -152,7 +155,7 @@ def _make_op(
     node: fx.Node,
     add_tensor: Callable[[fx.Node, int | None], int],
     tensor_index: dict[fx.Node, int],
-    prices: Mapping[fx.Node, OpPrice],
+    prices: Mapping[fx.Node, Priced],
     in_forward: bool,
     mutated: set[fx.Node],
 ) -> Op:
@@ -176,7 +179,8 @@ def _make_op(
         outputs_tuple = tuple(outputs)
     else:
         outputs_tuple = (add_tensor(node, op_id),)
-    price = prices.get(node, OpPrice())
+    transient += _workspace_bytes(node)
+    price = prices.get(node) or _Unpriced()
     return Op(
         id=op_id,
         name=node.name,
@@ -191,6 +195,29 @@ def _make_op(
         transient_bytes=transient,
         module_path=module_path(node),
     )
+
+
+_CONVOLUTION = {torch.ops.aten.convolution.default, torch.ops.aten._convolution.default}
+_CONVOLUTION_BACKWARD = {torch.ops.aten.convolution_backward.default}
+
+
+def _workspace_bytes(node: fx.Node) -> int:
+    """Scratch memory an op allocates and frees inside itself, as measured on the allocator.
+
+    Convolutions reorder their operands into blocked layouts (oneDNN on CPU) or take a cuDNN
+    workspace: a forward allocates about one output-sized buffer, a backward about two
+    buffers the size of its larger operand (grad_output or input), beside its outputs.
+    """
+    if node.target in _CONVOLUTION:
+        return _value_bytes(node.meta.get("val"))
+    if node.target in _CONVOLUTION_BACKWARD and len(node.args) > 1:
+        grad_output, conv_input = (node.args[0].meta.get("val"), node.args[1].meta.get("val"))
+        return 2 * max(_value_bytes(grad_output), _value_bytes(conv_input))
+    return 0
+
+
+def _value_bytes(value: object) -> int:
+    return value.untyped_storage().nbytes() if isinstance(value, torch.Tensor) else 0
 
 
 def is_random(node: fx.Node) -> bool:
