@@ -1,0 +1,210 @@
+"""The one way remat, its users and its benchmarks measure a step: peak bytes and wall time.
+
+Peak = the most bytes allocated at any moment during the step minus what was allocated when it
+began, read from the allocator's own records:
+
+- accelerators (CUDA, ...): `max_memory_allocated() - memory_allocated()` around the step, after
+  `reset_peak_memory_stats()`, with the device synchronized on both sides;
+- CPU: the PyTorch profiler's allocation events (`profile_memory=True`), replayed in time order.
+
+The CPU profiler only knows the sizes of blocks allocated while some profiler was recording, so
+`measure_peak` profiles the warm-up calls too; but a block allocated before `measure_peak` was
+called and freed during the step leaves no record, and the CPU peak then reads high. Free such
+memory in `setup` (e.g. `model.zero_grad(set_to_none=True)`), which runs before each call,
+outside the measurement.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+Step = Callable[[], object]
+
+
+@dataclass(frozen=True)
+class PeakMeasurement:
+    peak_bytes: int
+    """Largest peak above the baseline over the measured calls (>= 0)."""
+    baseline_bytes: int | None
+    """Bytes allocated on the device when the measured call began; None on CPU, whose
+    allocator keeps no running total outside the profiler."""
+    device: torch.device
+    method: str
+    """How the numbers were read, for reports."""
+    samples: tuple[int, ...] = ()
+    """Peak of each measured call, in order."""
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    median_s: float
+    min_s: float
+    max_s: float
+    samples: tuple[float, ...]
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """`device`, or the current accelerator when there is one, else CPU; with an index if any."""
+    if device is None:
+        accelerator = torch.accelerator.current_accelerator(check_available=True)
+        device = accelerator if accelerator is not None else torch.device("cpu")
+    device = torch.device(device)
+    if device.type != "cpu":
+        _check_accelerator(device)
+        if device.index is None:
+            device = torch.device(device.type, torch.accelerator.current_device_index())
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the queued work on `device`; nothing to wait for on CPU."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+
+
+def _check_accelerator(device: torch.device) -> None:
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    if accelerator is None or accelerator.type != device.type:
+        raise ValueError(
+            f"cannot measure on {device}: the available accelerator is {accelerator}; "
+            f"pass device='cpu' or the accelerator's device"
+        )
+
+
+def measure_peak(
+    step: Step,
+    device: torch.device | str | None = None,
+    *,
+    warmup: int = 1,
+    repeats: int = 1,
+    setup: Callable[[], object] | None = None,
+) -> PeakMeasurement:
+    """Peak bytes `step()` allocates on `device` above what was allocated when it started.
+
+    `warmup` calls run first, unmeasured (a first call may compile or cache); then `repeats`
+    measured calls, and the largest peak is reported. `setup`, if given, runs before every call
+    outside the measurement. The step's return value is dropped after each call. `device=None`
+    means the current accelerator when one is available, else CPU: pass the step's device.
+    """
+    _check_counts(warmup, repeats)
+    device = resolve_device(device)
+    for _ in range(warmup):
+        if device.type == "cpu":
+            # Profiled too, so the CPU allocator learns the size of every block the warm-up
+            # leaves alive and records it when the measured call frees it (as CUDA would).
+            with _cpu_profiler():
+                _call(step, setup)
+        else:
+            _call(step, setup)
+    reader = _cpu_peak if device.type == "cpu" else _accelerator_peak
+    samples, baseline = [], None
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        gc.collect()  # free cycles left by earlier calls before reading the baseline
+        peak, baseline = reader(step, device)
+        samples.append(peak)
+    method = (
+        "torch.profiler CPU allocation events"
+        if device.type == "cpu"
+        else f"torch.accelerator max_memory_allocated ({device.type})"
+    )
+    return PeakMeasurement(
+        peak_bytes=max(samples),
+        baseline_bytes=baseline,
+        device=device,
+        method=method,
+        samples=tuple(samples),
+    )
+
+
+def _check_counts(warmup: int, repeats: int) -> None:
+    if warmup < 0 or repeats < 1:
+        raise ValueError(
+            f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}"
+        )
+
+
+def _call(step: Step, setup: Callable[[], object] | None) -> None:
+    if setup is not None:
+        setup()
+    step()
+
+
+def _accelerator_peak(step: Step, device: torch.device) -> tuple[int, int]:
+    synchronize(device)
+    torch.accelerator.reset_peak_memory_stats(device)
+    baseline = torch.accelerator.memory_allocated(device)
+    result = step()
+    synchronize(device)
+    peak = torch.accelerator.max_memory_allocated(device) - baseline
+    del result
+    return max(peak, 0), baseline
+
+
+def _cpu_peak(step: Step, device: torch.device) -> tuple[int, None]:
+    with _cpu_profiler() as prof:
+        result = step()
+    del result
+    events = sorted(_allocations(prof, device), key=lambda event: event[0])
+    live = peak = 0
+    for _, size in events:
+        live += size
+        peak = max(peak, live)
+    return peak, None
+
+
+def _cpu_profiler() -> profile:
+    return profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+
+
+def _allocations(prof: profile, device: torch.device) -> Iterator[tuple[int, int]]:
+    """(start ns, signed bytes) of every allocation and free on `device` the profiler saw."""
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        stack.extend(reversed(event.children))  # pre-order, so equal timestamps keep tree order
+        fields = event.typed[1]
+        if type(fields).__name__ == "_ExtraFields_Allocation" and fields.device.type == device.type:
+            yield event.start_time_ns, fields.alloc_size
+
+
+def time_step(
+    step: Step,
+    device: torch.device | str | None = None,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    setup: Callable[[], object] | None = None,
+) -> StepTiming:
+    """Wall time of `step()`: `warmup` unmeasured calls, then `repeats` timed ones.
+
+    The device is synchronized before and after each timed call, so queued GPU work is counted;
+    `setup` runs before every call, outside the timing.
+    """
+    _check_counts(warmup, repeats)
+    device = resolve_device(device)
+    for _ in range(warmup):
+        _call(step, setup)
+    samples = []
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        samples.append(time.perf_counter() - start)
+    return StepTiming(
+        median_s=statistics.median(samples),
+        min_s=min(samples),
+        max_s=max(samples),
+        samples=tuple(samples),
+    )
