@@ -1,8 +1,8 @@
 """remat: run a PyTorch training step under a memory budget by recomputing activations.
 
-    model = remat.compile(model, budget="6GiB")    # or 0.5 (of the keep-all peak), or bytes
-    loss_fn(model(x), y).backward()
-    print(model.remat_plan)
+model = remat.compile(model, budget="6GiB")    # or 0.5 (of the keep-all peak), or bytes
+loss_fn(model(x), y).backward()
+print(model.remat_plan)
 """
 
 from remat.api import RematModule, compile

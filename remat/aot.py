@@ -24,6 +24,7 @@ from remat.capture import CapturedGraph, Priced, capture_joint
 from remat.ir import Plan
 from remat.rewrite import rewrite
 from remat.simulate import simulate
+from remat.workspace import measure_workspaces
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,9 @@ class Planner:
 
     def backend(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
         grads_here = sum(
-            _nbytes(x) for x in example_inputs if isinstance(x, torch.nn.Parameter) and x.requires_grad
+            _nbytes(x)
+            for x in example_inputs
+            if isinstance(x, torch.nn.Parameter) and x.requires_grad
         )
 
         def partition(joint: fx.GraphModule, joint_inputs: Any, *, num_fwd_outputs: int, **_: Any):
@@ -120,6 +123,7 @@ class Planner:
             joint,
             num_fwd_outputs,
             self._prices(joint, device),
+            workspaces=measure_workspaces(joint, device),
             boundary_reserve=self.options.loss_reserve,
             name=f"graph{len(step.graphs)}",
         )
@@ -150,7 +154,9 @@ class Planner:
                 plan_s=time.perf_counter() - started,
             )
         )
-        logger.info("planned %s in %.2fs: %s", captured.graph.name, step.graphs[-1].plan_s, plan.status)
+        logger.info(
+            "planned %s in %.2fs: %s", captured.graph.name, step.graphs[-1].plan_s, plan.status
+        )
         return rewritten.forward, rewritten.backward
 
 

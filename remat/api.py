@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from remat.aot import PlanOptions, Planner, StepPlans
+from remat.aot import Planner, PlanOptions, StepPlans
 from remat.budget import BudgetError, parse_budget
 from remat.report import RematPlanReport
 
@@ -126,6 +126,8 @@ def _signature(args: tuple, kwargs: dict) -> tuple:
     """Shapes, dtypes and devices of the tensor arguments: a new one means a new plan."""
     leaves = torch.utils._pytree.tree_leaves((args, kwargs))
     return tuple(
-        (tuple(x.shape), x.dtype, x.device.type) if isinstance(x, torch.Tensor) else type(x).__name__
+        (tuple(x.shape), x.dtype, x.device.type)
+        if isinstance(x, torch.Tensor)
+        else type(x).__name__
         for x in leaves
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -43,10 +43,11 @@ class UnsupportedGraphError(ValueError):
 @dataclass(frozen=True)
 class CapturedGraph:
     graph: RematGraph
-    op_nodes: tuple[fx.Node, ...]
-    """fx node of each op id."""
-    tensor_nodes: tuple[fx.Node, ...]
-    """fx node of each tensor id (placeholder, single-output op, or getitem)."""
+    op_nodes: tuple[fx.Node | None, ...]
+    """fx node of each op id; None for the generator-state op before a random op."""
+    tensor_nodes: tuple[fx.Node | None, ...]
+    """fx node of each tensor id (placeholder, single-output op, or getitem); None for a
+    generator state, which the rewriter creates only where a recomputation replays it."""
     device: torch.device
     mutated_inputs: frozenset[str] = frozenset()
     """Placeholders the step mutates (BatchNorm running stats): a recomputation reads the
@@ -58,10 +59,15 @@ def capture_joint(
     num_fwd_outputs: int,
     prices: Mapping[fx.Node, Priced],
     *,
+    workspaces: Mapping[fx.Node, int] | None = None,
     boundary_reserve: int | None = None,
     name: str = "graph",
 ) -> CapturedGraph:
-    """Build the solver's view of `joint` (a graph of primals_*/tangents_* placeholders)."""
+    """Build the solver's view of `joint` (a graph of primals_*/tangents_* placeholders).
+
+    `workspaces`: scratch bytes an op allocates and frees inside itself (remat.workspace).
+    """
+    workspaces = workspaces or {}
     nodes = list(joint.graph.nodes)
     output_node = next(n for n in reversed(nodes) if n.op == "output")
     outs = list(output_node.args[0])
@@ -104,12 +110,31 @@ def capture_joint(
     order += [n for n in compute if n not in required_forward]
 
     ops: list[Op] = []
-    for op_id, node in enumerate(order):
-        ops.append(
-            _make_op(op_id, node, add_tensor, tensor_index, prices, op_id < boundary, mutated)
+    op_nodes: list[fx.Node | None] = []
+    state_bytes = rng_state_bytes(device)
+    forward_count = boundary
+    for position, node in enumerate(order):
+        in_forward = position < forward_count
+        extra: tuple[int, ...] = ()
+        if in_forward and is_random(node):
+            # The generator state a recomputation replays: an op of its own, so the state's
+            # bytes count from the forward to the recomputation that reads it.
+            extra = (_add_state_op(ops, node, tensors, tensor_nodes, state_bytes),)
+            op_nodes.append(None)
+            boundary += 1
+        op = _make_op(
+            len(ops), node, add_tensor, tensor_index, prices, workspaces, in_forward, mutated
         )
+        if extra:
+            op = replace(
+                op, inputs=op.inputs + extra, transient_bytes=op.transient_bytes + state_bytes
+            )
+        ops.append(op)
+        op_nodes.append(node)
     if boundary_reserve is None:
         boundary_reserve = sum(tensors[tensor_index[t]].bytes for t in tangents)
+    # The loss scalar and the seed gradient `backward()` creates live through the backward.
+    backward_reserve = 2 * _allocated_bytes(4, device) if tangents else 0
     graph = RematGraph(
         ops=tuple(ops),
         tensors=tuple(tensors),
@@ -119,10 +144,37 @@ def capture_joint(
         outputs=tuple(dict.fromkeys(tensor_index[n] for n in all_outs)),
         forward_outputs=tuple(dict.fromkeys(tensor_index[n] for n in fwd_outs)),
         boundary_reserve=boundary_reserve,
+        backward_reserve=backward_reserve,
         name=name,
     )
     mutated_names = frozenset(n.name for n in mutated)
-    return CapturedGraph(graph, tuple(order), tuple(tensor_nodes), device, mutated_names)
+    return CapturedGraph(graph, tuple(op_nodes), tuple(tensor_nodes), device, mutated_names)
+
+
+def rng_state_bytes(device: torch.device) -> int:
+    """Device bytes of one saved generator state (CUDA keeps its seed and offset on the host)."""
+    return torch.get_rng_state().numel() if device.type == "cpu" else 0
+
+
+def _add_state_op(
+    ops: list[Op], node: fx.Node, tensors: list[Tensor], tensor_nodes: list, size: int
+) -> int:
+    op_id = len(ops)
+    tensor = Tensor(len(tensors), f"rng_state_{node.name}", size, op_id)
+    tensors.append(tensor)
+    tensor_nodes.append(None)
+    ops.append(
+        Op(
+            op_id,
+            f"rng_state_{node.name}",
+            "remat.rng_state",
+            (),
+            (tensor.id,),
+            recomputable=False,
+            module_path=module_path(node),
+        )
+    )
+    return tensor.id
 
 
 def _mutated_placeholders(placeholders: list[fx.Node], output_node: fx.Node) -> set[fx.Node]:
@@ -140,11 +192,7 @@ def _recompute_safe_with_mutation(node: fx.Node, mutated: set[fx.Node]) -> bool:
     """
     if not mutated.intersection(node.all_input_nodes):
         return True
-    return (
-        node.target in _READS_MUTATED_SAFELY
-        and len(node.args) > 5
-        and node.args[5] is True
-    )
+    return node.target in _READS_MUTATED_SAFELY and len(node.args) > 5 and node.args[5] is True
 
 
 _READS_MUTATED_SAFELY = {torch.ops.aten._native_batch_norm_legit_functional.default}
@@ -156,6 +204,7 @@ def _make_op(
     add_tensor: Callable[[fx.Node, int | None], int],
     tensor_index: dict[fx.Node, int],
     prices: Mapping[fx.Node, Priced],
+    workspaces: Mapping[fx.Node, int],
     in_forward: bool,
     mutated: set[fx.Node],
 ) -> Op:
@@ -179,7 +228,7 @@ def _make_op(
         outputs_tuple = tuple(outputs)
     else:
         outputs_tuple = (add_tensor(node, op_id),)
-    transient += _workspace_bytes(node)
+    transient += workspaces.get(node, 0)
     price = prices.get(node) or _Unpriced()
     return Op(
         id=op_id,
@@ -195,29 +244,6 @@ def _make_op(
         transient_bytes=transient,
         module_path=module_path(node),
     )
-
-
-_CONVOLUTION = {torch.ops.aten.convolution.default, torch.ops.aten._convolution.default}
-_CONVOLUTION_BACKWARD = {torch.ops.aten.convolution_backward.default}
-
-
-def _workspace_bytes(node: fx.Node) -> int:
-    """Scratch memory an op allocates and frees inside itself, as measured on the allocator.
-
-    Convolutions reorder their operands into blocked layouts (oneDNN on CPU) or take a cuDNN
-    workspace: a forward allocates about one output-sized buffer, a backward about two
-    buffers the size of its larger operand (grad_output or input), beside its outputs.
-    """
-    if node.target in _CONVOLUTION:
-        return _value_bytes(node.meta.get("val"))
-    if node.target in _CONVOLUTION_BACKWARD and len(node.args) > 1:
-        grad_output, conv_input = (node.args[0].meta.get("val"), node.args[1].meta.get("val"))
-        return 2 * max(_value_bytes(grad_output), _value_bytes(conv_input))
-    return 0
-
-
-def _value_bytes(value: object) -> int:
-    return value.untyped_storage().nbytes() if isinstance(value, torch.Tensor) else 0
 
 
 def is_random(node: fx.Node) -> bool:

@@ -22,7 +22,9 @@ from remat.examples import GPT, GPTConfig
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m remat.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m remat.demo", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--budget", default="0.5", help="bytes, '300MiB', or a fraction (0, 1]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--layers", type=int, default=6)
@@ -50,21 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     torch.manual_seed(0)
     config = GPTConfig(
-        vocab_size=args.vocab, block_size=args.seq, n_layer=args.layers,
-        n_head=args.heads, n_embd=args.width, dropout=0.1,
+        vocab_size=args.vocab,
+        block_size=args.seq,
+        n_layer=args.layers,
+        n_head=args.heads,
+        n_embd=args.width,
+        dropout=0.1,
     )
     eager = GPT(config).to(device)
     model = copy.deepcopy(eager)
     params = sum(p.numel() for p in eager.parameters())
     idx = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
     targets = torch.roll(idx, -1, dims=1)
-    print(f"GPT: {args.layers} layers x {args.width} wide, {params / 1e6:.1f}M parameters; "
-          f"batch {args.batch} x {args.seq} tokens on {device}")
+    print(
+        f"GPT: {args.layers} layers x {args.width} wide, {params / 1e6:.1f}M parameters; "
+        f"batch {args.batch} x {args.seq} tokens on {device}"
+    )
 
     def step_of(net):
         def step():
             _, loss = net(idx, targets)
             loss.backward()
+
         return step
 
     started = time.perf_counter()
@@ -79,12 +88,17 @@ def main(argv: list[str] | None = None) -> int:
         for p, q in zip(model.parameters(), eager.parameters())
     )
     print(compiled.remat_plan)
-    print(f"compile + plan + first step: {plan_s:.1f}s; gradients vs eager: max rel. error {worst:.1e}")
+    print(
+        f"compile + plan + first step: {plan_s:.1f}s; "
+        f"gradients vs eager: max rel. error {worst:.1e}"
+    )
 
     rows = []
     for name, net, owner in (("eager", eager, eager), ("remat", compiled, model)):
+
         def reset(owner=owner):
             owner.zero_grad(set_to_none=True)
+
         peak = remat.measure_peak(step_of(net), device, warmup=1, setup=reset).peak_bytes
         timing = remat.time_step(step_of(net), device, warmup=1, repeats=args.repeats, setup=reset)
         rows.append((name, peak, timing.median_s))

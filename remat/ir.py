@@ -70,6 +70,8 @@ class RematGraph:
     """Outputs that must exist when the forward part ends (subset of `outputs`)."""
     boundary_reserve: int = 0
     """Bytes the caller holds between forward and backward (its loss computation)."""
+    backward_reserve: int = 0
+    """Bytes the caller holds from the boundary to the end (the loss and its seed gradient)."""
     name: str = "graph"
 
     def __post_init__(self) -> None:

@@ -54,7 +54,8 @@ class RematPlanReport:
             step_budget_bytes=first.step_budget_bytes,
             keep_all_peak=max(g.keep_all_peak + g.held_elsewhere for g in step.graphs),
             predicted_peak=max(
-                s.predicted_peak + g.held_elsewhere for s, g in zip(summaries, step.graphs)
+                s.predicted_peak + g.held_elsewhere
+                for s, g in zip(summaries, step.graphs, strict=True)
             ),
             graphs=summaries,
         )

@@ -1,23 +1,29 @@
 """Plan -> forward and backward GraphModules in AOTAutograd's calling convention.
 
-The forward returns the step's outputs and the values saved for the backward; the backward takes
-the saved values and the output gradients and returns the input gradients. Both bodies follow the
-plan's schedule: a recomputed op is emitted again just before the use it serves, and fx frees
-every value after its last use. The backward takes its arguments boxed so each saved value is
-freed at its last use instead of at the end.
+The forward takes the primals and returns the step's outputs followed by the values saved for
+the backward; the backward takes the saved values and the output gradients and returns the input
+gradients. Both bodies follow the plan's schedule: a recomputed op is emitted again just before
+the use it serves, and fx frees every value after its last use. The backward takes its arguments
+boxed so each saved value is freed at its last use instead of at the end. New graphs are built;
+the joint graph only gains the RNG-state nodes that replayed random ops read.
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
-from torch._functorch.partitioners import _extract_fwd_bwd_modules
+from torch._functorch._aot_autograd.descriptors import (
+    SavedForBackwardsAOTOutput,
+    SavedForBackwardsNoVcCheckAOTOutput,
+)
+from torch._functorch.partitioners import _extract_fwd_bwd_outputs
 from torch._guards import detect_fake_mode
 
-from remat.capture import CapturedGraph
+from remat.capture import CapturedGraph, UnsupportedGraphError
 from remat.ir import Plan
 from remat.rng import RandomOp, ReplayRandomOp, capture_rng_state
 
@@ -45,43 +51,56 @@ def rewrite(
         if i in in_forward and captured.graph.ops[i].random
     ]
     states, replay_targets = _add_rng_states(joint, replayed)
-
-    saved = _saved_nodes(captured, forward_part, backward_part) + list(states.values())
+    saved = _saved_nodes(captured, backward_part) + list(states.values())
     for node in saved:
         if node.name in captured.mutated_inputs:
             # Only a mutation-tolerant recomputation reads it (see capture); the forward's
             # in-place update of the buffer must not trip autograd's version check.
             node.meta["saved_tensor_with_no_vc_check"] = True
-    forward_gm, backward_gm = _extract_fwd_bwd_modules(
-        joint, saved, [], num_fwd_outputs=num_fwd_outputs
+    # AOTAutograd saves the version-checked values first, the unchecked ones after them.
+    saved.sort(key=lambda n: bool(n.meta.get("saved_tensor_with_no_vc_check", False)))
+    checked = sum(not n.meta.get("saved_tensor_with_no_vc_check", False) for n in saved)
+    saved_descs = [
+        SavedForBackwardsAOTOutput(i) if i < checked else SavedForBackwardsNoVcCheckAOTOutput(i)
+        for i in range(len(saved))
+    ]
+
+    fwd_outs, bwd_outs, fwd_descs, bwd_descs = _extract_fwd_bwd_outputs(
+        joint, num_fwd_outputs=num_fwd_outputs
     )
-    by_name = {node.name: node for node in joint.graph.nodes}
+    placeholders = list(joint.graph.find_nodes(op="placeholder"))
+    tangents = [n for n in placeholders if n.name.startswith("tangents")]
+    primals = [n for n in placeholders if n.name.startswith("primals")]
+    if len(primals) + len(tangents) != len(placeholders):
+        others = [n.name for n in placeholders if n not in primals and n not in tangents]
+        raise UnsupportedGraphError(f"remat cannot plan graphs with inputs {others}")
 
-    forward_nodes = _with_getitems([op_nodes[i] for i in forward_part], states)
-    backward_nodes = _with_getitems([op_nodes[i] for i in backward_part], {})
-    new_forward = _rebuild(joint, forward_gm, forward_nodes, by_name, {}, boxed=False)
-    new_backward = _rebuild(joint, backward_gm, backward_nodes, by_name, replay_targets, boxed=True)
-    saved_names = tuple(
-        n.name for n in backward_gm.graph.nodes if n.op == "placeholder" and "tangents" not in n.name
+    forward_nodes = _with_getitems([op_nodes[i] for i in forward_part if op_nodes[i]], states)
+    backward_nodes = _with_getitems([op_nodes[i] for i in backward_part if op_nodes[i]], {})
+    forward = _build(joint, primals, forward_nodes, fwd_outs + saved, fwd_descs + saved_descs)
+    backward = _build(
+        joint, saved + tangents, backward_nodes, bwd_outs, bwd_descs, replay_targets, boxed=True
     )
-    return RewrittenStep(new_forward, new_backward, saved_names, tuple(n.name for n in states))
+    return RewrittenStep(
+        forward, backward, tuple(n.name for n in saved), tuple(n.name for n in states)
+    )
 
 
-def _saved_nodes(
-    captured: CapturedGraph, forward_part: list[int], backward_part: list[int]
-) -> list[fx.Node]:
-    """Tensors the backward part reads from the forward part (or from graph inputs)."""
+def _saved_nodes(captured: CapturedGraph, backward_part: list[int]) -> list[fx.Node]:
+    """Tensors the backward part reads that it did not make itself: the forward's or inputs."""
     graph = captured.graph
-    produced_in_backward: set[int] = set()
+    made_in_backward: set[int] = set()
     saved: dict[int, None] = {}
     late = set(graph.late_inputs)
     for op_id in backward_part:
         op = graph.ops[op_id]
         for tensor in op.inputs:
-            if tensor not in produced_in_backward and tensor not in late:
+            if tensor not in made_in_backward and tensor not in late:
                 saved[tensor] = None
-        produced_in_backward.update(op.outputs)
-    return [captured.tensor_nodes[t] for t in saved]
+        made_in_backward.update(op.outputs)
+    # Generator states have no node yet: `_add_rng_states` makes them and they are saved then.
+    nodes = [captured.tensor_nodes[t] for t in saved]
+    return [n for n in nodes if n is not None]
 
 
 def _add_rng_states(
@@ -114,41 +133,39 @@ def _with_getitems(nodes: list[fx.Node], states: dict[fx.Node, fx.Node]) -> list
     """Each op followed by the getitems that project its outputs; RNG states before their op."""
     sequence: list[fx.Node] = []
     for node in nodes:
-        if node in states and states[node] not in sequence:
+        if node in states:
             sequence.append(states[node])
         sequence.append(node)
         sequence.extend(u for u in node.users if u.target is operator.getitem)
     return sequence
 
 
-def _rebuild(
+def _build(
     joint: fx.GraphModule,
-    extracted: fx.GraphModule,
-    sequence: list[fx.Node],
-    by_name: dict[str, fx.Node],
-    replay_targets: dict[fx.Node, ReplayRandomOp],
+    inputs: Sequence[fx.Node],
+    sequence: Sequence[fx.Node],
+    outputs: Sequence[fx.Node | None],
+    descs: Sequence[object],
+    replay_targets: dict[fx.Node, ReplayRandomOp] | None = None,
     *,
-    boxed: bool,
+    boxed: bool = False,
 ) -> fx.GraphModule:
-    """`extracted`'s placeholders and outputs around a body that runs `sequence` in order."""
+    """A new module: placeholders for `inputs`, a copy of each node of `sequence`, `outputs`."""
+    replay_targets = replay_targets or {}
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
-    for placeholder in extracted.graph.find_nodes(op="placeholder"):
-        new = graph.placeholder(placeholder.name)
-        new.meta = placeholder.meta
-        env[by_name[placeholder.name]] = new
+    for node in inputs:
+        placeholder = graph.placeholder(node.name)
+        placeholder.meta = node.meta
+        env[node] = placeholder
     for node in sequence:
         copy = graph.node_copy(node, lambda arg: env[arg])
         if node in replay_targets:
-            # Runs in the backward repeat a forward random op: replay its generator state.
+            # A backward run of a forward random op replays the forward's generator state.
             copy.target = replay_targets[node]
-        env[node] = copy
-    old_output = next(iter(extracted.graph.find_nodes(op="output")))
-    values = tuple(
-        env[by_name[v.name]] if isinstance(v, fx.Node) else v for v in old_output.args[0]
-    )
-    output = graph.output(values)
-    output.meta = dict(old_output.meta)
+        env[node] = copy  # later reads see the latest run
+    output = graph.output(tuple(env[n] if isinstance(n, fx.Node) else n for n in outputs))
+    output.meta["desc"] = list(descs)
     if boxed:
         graph.set_codegen(fx.graph._BoxedCodeGen())
     graph.lint()

@@ -80,10 +80,11 @@ def simulate(graph: RematGraph, schedule: Sequence[int], boundary: int) -> Simul
     live = 0
     for step, op_id in enumerate(schedule):
         live += delta[step]
-        timeline.append(live + graph.ops[op_id].transient_bytes)
+        caller = graph.backward_reserve if step >= boundary else 0
+        timeline.append(live + graph.ops[op_id].transient_bytes + caller)
 
     late_bytes = sum(graph.tensors[t].bytes for t in late) if boundary < end else 0
-    boundary_bytes = saved_bytes + late_bytes + graph.boundary_reserve
+    boundary_bytes = saved_bytes + late_bytes + graph.boundary_reserve + graph.backward_reserve
     peak, peak_step = boundary_bytes, -1
     for step, value in enumerate(timeline):
         if value > peak:

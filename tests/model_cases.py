@@ -68,7 +68,9 @@ class PartlyFrozen(nn.Module):
 
 
 def _gpt_tiny() -> GPT:
-    return GPT(GPTConfig(vocab_size=128, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.2))
+    return GPT(
+        GPTConfig(vocab_size=128, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.2)
+    )
 
 
 def _tokens() -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,7 @@ def _assert_close(actual, expected, what: str) -> None:
 def _assert_same_step(model, reference, out, ref_out, inputs, ref_inputs) -> None:
     flat, ref_flat = torch.utils._pytree.tree_leaves(out), torch.utils._pytree.tree_leaves(ref_out)
     assert len(flat) == len(ref_flat)
-    for a, b in zip(flat, ref_flat):
+    for a, b in zip(flat, ref_flat, strict=True):
         if isinstance(b, torch.Tensor):
             _assert_close(a.detach(), b.detach(), "output")
         else:
@@ -69,27 +69,33 @@ def _budgets(case: ModelCase) -> tuple[int, int, int]:
     return floor, floor + (keep_all - floor) // 2, keep_all
 
 
+def _check_at_budget(case: ModelCase, budget: int) -> None:
+    torch.manual_seed(0)
+    reference = case.build()
+    model = copy.deepcopy(reference)
+    compiled = remat.compile(model, budget=budget)
+    args, kwargs = _fresh_inputs(case)
+    ref_args, ref_kwargs = _fresh_inputs(case)
+    out, _ = _run(compiled, case, args, kwargs)
+    ref_out, _ = _run(reference, case, ref_args, ref_kwargs)
+    _assert_same_step(model, reference, out, ref_out, args, ref_args)
+    assert compiled.remat_plan.predicted_peak <= budget
+
+    measured = measure_peak(
+        lambda: _train_step(compiled, case, args, kwargs),
+        "cpu",
+        warmup=1,
+        setup=lambda: model.zero_grad(set_to_none=True),
+    )
+    assert measured.peak_bytes <= budget, (
+        f"{case.name}: measured {measured.peak_bytes} > budget {budget} "
+        f"(predicted {compiled.remat_plan.predicted_peak})"
+    )
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_same_results_as_eager_and_peak_within_budget(case: ModelCase):
     floor, middle, keep_all = _budgets(case)
     assert floor <= middle <= keep_all
     for budget in (middle, floor):
-        torch.manual_seed(0)
-        reference = case.build()
-        model = copy.deepcopy(reference)
-        compiled = remat.compile(model, budget=budget)
-        args, kwargs = _fresh_inputs(case)
-        ref_args, ref_kwargs = _fresh_inputs(case)
-        out, _ = _run(compiled, case, args, kwargs)
-        ref_out, _ = _run(reference, case, ref_args, ref_kwargs)
-        _assert_same_step(model, reference, out, ref_out, args, ref_args)
-        assert compiled.remat_plan.predicted_peak <= budget
-
-        def step():
-            _train_step(compiled, case, args, kwargs)
-
-        measured = measure_peak(step, "cpu", warmup=1, setup=lambda: model.zero_grad(set_to_none=True))
-        assert measured.peak_bytes <= budget, (
-            f"{case.name}: measured {measured.peak_bytes} > budget {budget} "
-            f"(predicted {compiled.remat_plan.predicted_peak})"
-        )
+        _check_at_budget(case, budget)

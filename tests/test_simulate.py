@@ -21,7 +21,13 @@ def _step_graph(reserve: int = 0) -> RematGraph:
         Op(2, "bb", "b", (3, 1, 2), (4,), phase=Phase.BACKWARD, recomputable=False),
     )
     return RematGraph(
-        ops, tensors, 2, inputs=(0,), late_inputs=(3,), outputs=(2, 4), forward_outputs=(2,),
+        ops,
+        tensors,
+        2,
+        inputs=(0,),
+        late_inputs=(3,),
+        outputs=(2, 4),
+        forward_outputs=(2,),
         boundary_reserve=reserve,
     )
 

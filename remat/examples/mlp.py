@@ -11,7 +11,9 @@ class ResidualMLP(nn.Module):
         super().__init__()
         hidden = hidden or 4 * width
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+            nn.Sequential(
+                nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width)
+            )
             for _ in range(depth)
         )
         self.head = nn.Linear(width, width)

@@ -8,7 +8,10 @@ from torch import nn
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU()
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.ReLU(),
     )
 
 
@@ -37,6 +40,6 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottom(x)
-        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips)):
+        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips), strict=True):
             x = fuse(torch.cat([up(x), skip], dim=1))
         return self.out(x)
