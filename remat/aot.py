@@ -19,7 +19,7 @@ import torch
 import torch.fx as fx
 from torch._functorch.aot_autograd import aot_module_simplified
 
-from remat.budget import Budget
+from remat.budget import Budget, InfeasibleBudgetError, format_bytes
 from remat.capture import CapturedGraph, Priced, capture_joint
 from remat.ir import Plan
 from remat.rewrite import rewrite
@@ -138,7 +138,17 @@ class Planner:
             config["time_limit"] = self.options.time_limit
         if self.options.progress is not None:
             config["progress"] = self.options.progress
-        plan = solve(captured.graph, step_budget - held, solver=self.options.solver, **config)
+        try:
+            plan = solve(captured.graph, step_budget - held, solver=self.options.solver, **config)
+        except InfeasibleBudgetError as error:
+            # Say it in the step's terms: what the other graphs hold comes on top of this floor.
+            detail = ""
+            if held:
+                detail = (
+                    f"graph {len(step.graphs)} of the step; {format_bytes(held)} held by the "
+                    "step's other graphs: removing graph breaks lets remat plan the step whole"
+                )
+            raise InfeasibleBudgetError(step_budget, error.floor + held, detail) from None
         rewritten = rewrite(joint, captured, plan, num_fwd_outputs)
         step.graphs.append(
             GraphPlan(

@@ -68,8 +68,11 @@ class RematPlanReport:
         return asdict(self) | {"budget_fraction": self.budget_fraction}
 
     def __str__(self) -> str:
+        as_given = (
+            "" if self.budget == format_bytes(self.step_budget_bytes) else f"{self.budget} = "
+        )
         lines = [
-            f"remat plan: {len(self.graphs)} graph(s); budget {self.budget} = "
+            f"remat plan: {len(self.graphs)} graph(s); budget {as_given}"
             f"{format_bytes(self.step_budget_bytes)} ({self.step_budget_bytes} bytes, "
             f"{self.budget_fraction:.1%} of the keep-all peak {format_bytes(self.keep_all_peak)})",
             f"  predicted peak {format_bytes(self.predicted_peak)} ({self.predicted_peak} bytes)",

@@ -1,0 +1,179 @@
+"""remat.compile's contracts beyond equal results: errors, re-planning, no-grad, graph breaks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import remat
+from remat.examples import ResidualMLP
+from remat.measure import measure_peak
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return ResidualMLP(64, 4, 128)
+
+
+def _step(model, x):
+    out = model(x)
+    out.square().mean().backward()
+    return out
+
+
+def test_infeasible_budget_names_the_floor_and_leaves_the_model_usable():
+    model = _mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    compiled = remat.compile(model, budget=1000)
+    x = torch.randn(32, 64)
+    with pytest.raises(remat.InfeasibleBudgetError) as caught:
+        _step(compiled, x)
+    error = caught.value
+    assert isinstance(error, ValueError)
+    assert error.floor > 1000
+    assert f"pass budget >= {error.floor}" in str(error)
+    assert "KiB" in str(error)
+    # Nothing half-done: parameters untouched, no gradients, and the same call fails the same way.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(remat.InfeasibleBudgetError):
+        _step(compiled, x)
+    # At the floor it names, the step runs.
+    ok = remat.compile(_mlp(), budget=error.floor)
+    _step(ok, x)
+    assert ok.remat_plan.predicted_peak <= error.floor
+
+
+@pytest.mark.parametrize("budget", [0, -1, 1.5, float("nan"), "3 furlongs"])
+def test_bad_budgets_fail_at_compile_time(budget):
+    with pytest.raises(remat.BudgetError):
+        remat.compile(_mlp(), budget=budget)
+
+
+def test_unknown_solver_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="sqrt"):
+        remat.compile(_mlp(), budget=0.5, solver="magic")
+
+
+def test_no_grad_and_eval_run_the_plain_forward():
+    model = _mlp()
+    compiled = remat.compile(model, budget=0.5)
+    x = torch.randn(8, 64)
+    with torch.no_grad():
+        out = compiled(x)
+    assert torch.equal(out, model(x).detach())
+    assert compiled.remat_plans == {}
+    compiled.eval()
+    with torch.inference_mode():
+        compiled(x)
+    assert compiled.remat_plans == {}
+
+
+def test_a_new_input_shape_plans_again_and_reuses_the_old_plan():
+    compiled = remat.compile(_mlp(), budget=0.7)
+    _step(compiled, torch.randn(256, 64))
+    _step(compiled, torch.randn(512, 64))
+    _step(compiled, torch.randn(256, 64))
+    plans = compiled.remat_plans
+    assert len(plans) == 2
+    assert all(len(step.graphs) == 1 for step in plans.values())
+
+
+def test_module_api_is_preserved():
+    model = _mlp()
+    compiled = remat.compile(model, budget=0.5)
+    assert list(compiled.parameters()) == list(model.parameters())
+    assert compiled.state_dict().keys() == model.state_dict().keys()
+    assert "budget=0.5 of the keep-all peak" in repr(compiled)
+
+
+def test_plan_states_budget_in_bytes_and_as_fraction():
+    compiled = remat.compile(_mlp(), budget=0.6)
+    _step(compiled, torch.randn(512, 64))
+    text = str(compiled.remat_plan)
+    report = compiled.remat_plan
+    assert f"{report.step_budget_bytes} bytes" in text
+    assert "of the keep-all peak" in text
+    assert report.budget_fraction == pytest.approx(0.6, abs=0.01)
+    assert "solver auto" in text and "gap" in text
+
+
+class DataDependent(nn.Module):
+    """A Python branch on a tensor's value: Dynamo splits the step into several graphs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
+        self.b = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        h = h * 2 if h.mean() > 0 else h - 1
+        return self.b(h)
+
+
+def test_graph_breaks_still_give_eager_results_within_budget():
+    torch.manual_seed(0)
+    model = DataDependent()
+    reference = copy.deepcopy(model)
+    budget = int(3.3 * 2**20)
+    compiled = remat.compile(model, budget=budget)
+    x = torch.randn(1024, 64)
+    _step(compiled, x)
+    _step(reference, x)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=0)
+    report = compiled.remat_plan
+    assert len(report.graphs) == 2
+    assert "2 graph(s)" in str(report)
+    measured = measure_peak(
+        lambda: _step(compiled, x), "cpu", setup=lambda: model.zero_grad(set_to_none=True)
+    )
+    assert measured.peak_bytes <= budget
+
+
+def test_lower_budget_never_gives_a_higher_measured_peak():
+    x = torch.randn(64, 64)
+    probe = remat.compile(_mlp(), budget=1.0)
+    _step(probe, x)
+    keep_all = probe.remat_plan.keep_all_peak
+    floor = None
+    with pytest.raises(remat.InfeasibleBudgetError) as caught:
+        _step(remat.compile(_mlp(), budget=1), x)
+    floor = caught.value.floor
+    budgets = [floor + (keep_all - floor) * k // 5 for k in range(6)]
+    peaks = []
+    for budget in budgets:
+        model = _mlp()
+        compiled = remat.compile(model, budget=budget)
+        measured = measure_peak(
+            lambda compiled=compiled: _step(compiled, x),
+            "cpu",
+            setup=lambda model=model: model.zero_grad(set_to_none=True),
+        )
+        assert measured.peak_bytes <= budget
+        peaks.append(measured.peak_bytes)
+    assert peaks == sorted(peaks), list(zip(budgets, peaks))
+    assert peaks[0] < peaks[-1]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_step_within_budget_and_equal_to_eager():
+    torch.manual_seed(0)
+    model = ResidualMLP(256, 6, 1024).cuda()
+    reference = copy.deepcopy(model)
+    x = torch.randn(512, 256, device="cuda")
+    compiled = remat.compile(model, budget=0.5)
+    _step(compiled, x)
+    _step(reference, x)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7)
+    budget = compiled.remat_plan.step_budget_bytes
+    measured = measure_peak(
+        lambda: _step(compiled, x), "cuda", setup=lambda: model.zero_grad(set_to_none=True)
+    )
+    assert measured.peak_bytes <= budget
