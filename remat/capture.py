@@ -132,7 +132,9 @@ def capture_joint(
         ops.append(op)
         op_nodes.append(node)
     if boundary_reserve is None:
-        boundary_reserve = sum(tensors[tensor_index[t]].bytes for t in tangents)
+        boundary_reserve = default_loss_reserve(
+            fwd_outs, [tensors[tensor_index[t]] for t in tangents]
+        )
     # The loss scalar and the seed gradient `backward()` creates live through the backward.
     backward_reserve = 2 * _allocated_bytes(4, device) if tangents else 0
     graph = RematGraph(
@@ -149,6 +151,20 @@ def capture_joint(
     )
     mutated_names = frozenset(n.name for n in mutated)
     return CapturedGraph(graph, tuple(op_nodes), tuple(tensor_nodes), device, mutated_names)
+
+
+def default_loss_reserve(forward_outputs: list[fx.Node], tangents: list[Tensor]) -> int:
+    """Bytes to hold for the caller's code between forward and backward.
+
+    A model that returns a scalar loss is differentiated from it: the caller adds nothing. A
+    model that returns activations (logits) has its loss computed outside, which keeps about
+    one output-sized temporary (log-softmax, a difference) beside the output's gradient.
+    """
+    for node in forward_outputs:
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point():
+            return 0
+    return sum(t.bytes for t in tangents)
 
 
 def rng_state_bytes(device: torch.device) -> int:

@@ -1,6 +1,6 @@
 """The main job: compile a GPT-style model under a budget and measure what it saves.
 
-    python -m remat.demo                       # CPU, budget 0.5 of the keep-all peak
+    python -m remat.demo                       # CPU, budget 0.6 of the keep-all peak
     python -m remat.demo --budget 300MiB --device cuda --layers 12
 
 Runs the same training step (forward, cross-entropy loss, backward) eagerly and through remat,
@@ -25,7 +25,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m remat.demo", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--budget", default="0.5", help="bytes, '300MiB', or a fraction (0, 1]")
+    parser.add_argument("--budget", default="0.6", help="bytes, '300MiB', or a fraction (0, 1]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--width", type=int, default=384)
