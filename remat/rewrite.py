@@ -22,10 +22,10 @@ from torch._functorch._aot_autograd.descriptors import (
 )
 from torch._functorch.partitioners import _extract_fwd_bwd_outputs
 from torch._guards import detect_fake_mode
+from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
 
 from remat.capture import CapturedGraph, UnsupportedGraphError
 from remat.ir import Plan
-from remat.rng import RandomOp, ReplayRandomOp, capture_rng_state
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ def rewrite(
         for i in dict.fromkeys(backward_part)
         if i in in_forward and captured.graph.ops[i].random
     ]
-    states, replay_targets = _add_rng_states(joint, replayed)
-    saved = _saved_nodes(captured, backward_part) + list(states.values())
+    preludes, replays = _add_rng_states(joint, replayed)
+    saved = _saved_nodes(captured, backward_part) + [r.state for r in replays.values()]
     for node in saved:
         if node.name in captured.mutated_inputs:
             # Only a mutation-tolerant recomputation reads it (see capture); the forward's
@@ -75,14 +75,14 @@ def rewrite(
         others = [n.name for n in placeholders if n not in primals and n not in tangents]
         raise UnsupportedGraphError(f"remat cannot plan graphs with inputs {others}")
 
-    forward_nodes = _with_getitems([op_nodes[i] for i in forward_part if op_nodes[i]], states)
+    forward_nodes = _with_getitems([op_nodes[i] for i in forward_part if op_nodes[i]], preludes)
     backward_nodes = _with_getitems([op_nodes[i] for i in backward_part if op_nodes[i]], {})
     forward = _build(joint, primals, forward_nodes, fwd_outs + saved, fwd_descs + saved_descs)
     backward = _build(
-        joint, saved + tangents, backward_nodes, bwd_outs, bwd_descs, replay_targets, boxed=True
+        joint, saved + tangents, backward_nodes, bwd_outs, bwd_descs, replays, boxed=True
     )
     return RewrittenStep(
-        forward, backward, tuple(n.name for n in saved), tuple(n.name for n in states)
+        forward, backward, tuple(n.name for n in saved), tuple(n.name for n in replays)
     )
 
 
@@ -98,43 +98,63 @@ def _saved_nodes(captured: CapturedGraph, backward_part: list[int]) -> list[fx.N
             if tensor not in made_in_backward and tensor not in late:
                 saved[tensor] = None
         made_in_backward.update(op.outputs)
-    # Generator states have no node yet: `_add_rng_states` makes them and they are saved then.
+    # Generator states have no node yet: `_add_rng_states` makes them, and they are saved then.
     nodes = [captured.tensor_nodes[t] for t in saved]
     return [n for n in nodes if n is not None]
 
 
+@dataclass(frozen=True)
+class _Replay:
+    """How a recomputed random op reruns: its original call, from the forward's saved state."""
+
+    state: fx.Node
+    target: object
+    args: tuple
+    kwargs: dict
+
+
 def _add_rng_states(
     joint: fx.GraphModule, random_nodes: list[fx.Node]
-) -> tuple[dict[fx.Node, fx.Node], dict[fx.Node, ReplayRandomOp]]:
-    """Before each random op that is recomputed, capture the generator state it will draw from."""
-    states: dict[fx.Node, fx.Node] = {}
-    replays: dict[fx.Node, ReplayRandomOp] = {}
+) -> tuple[dict[fx.Node, list[fx.Node]], dict[fx.Node, _Replay]]:
+    """Make each recomputed random op save the generator state it draws from.
+
+    `node = op(*args)` becomes `pair = run_and_save_rng_state(op, *args); state = pair[0];
+    node = pair[1]` (PyTorch's own HOPs, which Inductor understands too); a backward run is
+    `run_with_rng_state(state, op, *args)`, which restores the generator afterwards.
+    """
+    preludes: dict[fx.Node, list[fx.Node]] = {}
+    replays: dict[fx.Node, _Replay] = {}
     if not random_nodes:
-        return states, replays
+        return preludes, replays
     fake_mode = detect_fake_mode([n.meta.get("val") for n in joint.graph.nodes])
     for node in random_nodes:
         value = node.meta["val"]
-        device = str((value[0] if isinstance(value, (tuple, list)) else value).device)
-        with joint.graph.inserting_before(node):
-            state = joint.graph.call_function(capture_rng_state, (device,))
-        example = capture_rng_state(device)
+        device = (value[0] if isinstance(value, (tuple, list)) else value).device
+        example = torch.get_rng_state() if device.type == "cpu" else _device_state(device)
         if fake_mode is not None:
             with fake_mode:
                 example = torch.empty(example.shape, dtype=example.dtype, device=example.device)
+        target, args, kwargs = node.target, node.args, dict(node.kwargs)
+        with joint.graph.inserting_before(node):
+            pair = joint.graph.call_function(run_and_save_rng_state, (target, *args), kwargs)
+            state = joint.graph.call_function(operator.getitem, (pair, 0))
+        pair.meta["val"] = (example, value)
         state.meta["val"] = example
-        replays[node] = ReplayRandomOp(node.target, device)
-        node.target = RandomOp(node.target)
-        node.args = (state, *node.args)
-        states[node] = state
-    return states, replays
+        node.target, node.args, node.kwargs = operator.getitem, (pair, 1), {}
+        preludes[node] = [pair, state]
+        replays[node] = _Replay(state, target, args, kwargs)
+    return preludes, replays
 
 
-def _with_getitems(nodes: list[fx.Node], states: dict[fx.Node, fx.Node]) -> list[fx.Node]:
-    """Each op followed by the getitems that project its outputs; RNG states before their op."""
+def _device_state(device: torch.device) -> torch.Tensor:
+    return getattr(torch, device.type).get_rng_state(device)
+
+
+def _with_getitems(nodes: list[fx.Node], preludes: dict[fx.Node, list[fx.Node]]) -> list[fx.Node]:
+    """Each op followed by the getitems that project its outputs; RNG saves before their op."""
     sequence: list[fx.Node] = []
     for node in nodes:
-        if node in states:
-            sequence.append(states[node])
+        sequence.extend(preludes.get(node, ()))
         sequence.append(node)
         sequence.extend(u for u in node.users if u.target is operator.getitem)
     return sequence
@@ -146,12 +166,12 @@ def _build(
     sequence: Sequence[fx.Node],
     outputs: Sequence[fx.Node | None],
     descs: Sequence[object],
-    replay_targets: dict[fx.Node, ReplayRandomOp] | None = None,
+    replays: dict[fx.Node, _Replay] | None = None,
     *,
     boxed: bool = False,
 ) -> fx.GraphModule:
     """A new module: placeholders for `inputs`, a copy of each node of `sequence`, `outputs`."""
-    replay_targets = replay_targets or {}
+    replays = replays or {}
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     for node in inputs:
@@ -159,10 +179,15 @@ def _build(
         placeholder.meta = node.meta
         env[node] = placeholder
     for node in sequence:
-        copy = graph.node_copy(node, lambda arg: env[arg])
-        if node in replay_targets:
+        if node in replays:
             # A backward run of a forward random op replays the forward's generator state.
-            copy.target = replay_targets[node]
+            replay = replays[node]
+            args = fx.map_arg((replay.state, replay.target, *replay.args), lambda a: env[a])
+            kwargs = fx.map_arg(replay.kwargs, lambda a: env[a])
+            copy = graph.call_function(run_with_rng_state, args, kwargs)
+            copy.meta = dict(node.meta)
+        else:
+            copy = graph.node_copy(node, lambda arg: env[arg])
         env[node] = copy  # later reads see the latest run
     output = graph.output(tuple(env[n] if isinstance(n, fx.Node) else n for n in outputs))
     output.meta["desc"] = list(descs)
