@@ -82,8 +82,10 @@ class Planner:
         options: PlanOptions,
         prices: Callable[[fx.GraphModule, torch.device], Mapping[fx.Node, Priced]],
         trainable_grad_bytes: Callable[[], int] | None = None,
+        inner: InnerCompilers | None = None,
     ) -> None:
         self.options = options
+        self._inner = inner or InnerCompilers()
         self._prices = prices
         self._trainable_grad_bytes = trainable_grad_bytes
         self.steps: dict[tuple, StepPlans] = {}
@@ -102,13 +104,15 @@ class Planner:
         def partition(joint: fx.GraphModule, joint_inputs: Any, *, num_fwd_outputs: int, **_: Any):
             return self._partition(joint, num_fwd_outputs, grads_here)
 
+        inner = self._inner
         return aot_module_simplified(
             gm,
             example_inputs,
-            fw_compiler=_boxed,
-            bw_compiler=_boxed,
-            inference_compiler=_boxed,
+            fw_compiler=inner.forward,
+            bw_compiler=inner.backward,
+            inference_compiler=inner.inference,
             partition_fn=partition,
+            decompositions=inner.decompositions,
         )
 
     def _partition(
@@ -170,15 +174,28 @@ class Planner:
         return rewritten.forward, rewritten.backward
 
 
-def _boxed(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-    """Run the graph as fx code, taking its arguments as one list (so they can be freed early)."""
-    boxed_codegen = isinstance(gm.graph._codegen, fx.graph._BoxedCodeGen)
+def run_as_fx(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+    """Run the graph as fx code taking its arguments as one list, which it clears once read:
+    a saved value is then freed at its last use in the backward, not when the backward ends."""
+    gm.graph.set_codegen(fx.graph._BoxedCodeGen())
+    gm.recompile()
 
     def run(args: list[Any]) -> Any:
-        return gm(args) if boxed_codegen else gm(*args)
+        return gm(args)
 
     run._boxed_call = True  # type: ignore[attr-defined]
     return run
+
+
+@dataclass(frozen=True)
+class InnerCompilers:
+    """What turns the rewritten forward and backward graphs into callables (AOTAutograd's
+    fw_compiler/bw_compiler/inference_compiler), and the decompositions the joint is traced with."""
+
+    forward: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
+    backward: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
+    inference: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
+    decompositions: Mapping[Any, Callable] | None = None
 
 
 def _joint_device(joint: fx.GraphModule) -> torch.device:

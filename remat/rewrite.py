@@ -3,8 +3,7 @@
 The forward takes the primals and returns the step's outputs followed by the values saved for
 the backward; the backward takes the saved values and the output gradients and returns the input
 gradients. Both bodies follow the plan's schedule: a recomputed op is emitted again just before
-the use it serves, and fx frees every value after its last use. The backward takes its arguments
-boxed so each saved value is freed at its last use instead of at the end. New graphs are built;
+the use it serves, and fx frees every value after its last use. New graphs are built;
 the joint graph only gains the RNG-state nodes that replayed random ops read.
 """
 
@@ -78,9 +77,7 @@ def rewrite(
     forward_nodes = _with_getitems([op_nodes[i] for i in forward_part if op_nodes[i]], preludes)
     backward_nodes = _with_getitems([op_nodes[i] for i in backward_part if op_nodes[i]], {})
     forward = _build(joint, primals, forward_nodes, fwd_outs + saved, fwd_descs + saved_descs)
-    backward = _build(
-        joint, saved + tangents, backward_nodes, bwd_outs, bwd_descs, replays, boxed=True
-    )
+    backward = _build(joint, saved + tangents, backward_nodes, bwd_outs, bwd_descs, replays)
     return RewrittenStep(
         forward, backward, tuple(n.name for n in saved), tuple(n.name for n in replays)
     )
@@ -167,8 +164,6 @@ def _build(
     outputs: Sequence[fx.Node | None],
     descs: Sequence[object],
     replays: dict[fx.Node, _Replay] | None = None,
-    *,
-    boxed: bool = False,
 ) -> fx.GraphModule:
     """A new module: placeholders for `inputs`, a copy of each node of `sequence`, `outputs`."""
     replays = replays or {}
@@ -191,7 +186,5 @@ def _build(
         env[node] = copy  # later reads see the latest run
     output = graph.output(tuple(env[n] if isinstance(n, fx.Node) else n for n in outputs))
     output.meta["desc"] = list(descs)
-    if boxed:
-        graph.set_codegen(fx.graph._BoxedCodeGen())
     graph.lint()
     return fx.GraphModule(joint, graph)
