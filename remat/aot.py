@@ -63,6 +63,8 @@ class StepPlans:
     """Every graph planned for one input signature of the step, in the order they ran."""
 
     graphs: list[GraphPlan] = field(default_factory=list)
+    graph_breaks: tuple[str, ...] = ()
+    """Why Dynamo split the step, one line per reason (empty: one graph, or none reported)."""
 
     @property
     def carried_bytes(self) -> int:

@@ -7,11 +7,13 @@ no-grad calls (eval, inference) to the original module, where remat costs nothin
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 from remat.aot import Planner, PlanOptions, StepPlans
 from remat.budget import BudgetError, parse_budget
@@ -40,15 +42,22 @@ class RematModule(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if not torch.is_grad_enabled():
             return self._orig_mod(*args, **kwargs)
-        self._planner.current_key = _signature(args, kwargs)
+        key = _signature(args, kwargs)
+        self._planner.current_key = key
+        first_call = key not in self._planner.steps
+        breaks_before = _break_reasons()
         with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
             try:
-                return self._compiled(*args, **kwargs)
+                result = self._compiled(*args, **kwargs)
             except torch._dynamo.exc.BackendCompilerFailed as error:
                 inner = error.inner_exception
                 if isinstance(inner, ValueError):
                     raise inner.with_traceback(None) from None
                 raise
+        if first_call and key in self._planner.steps:
+            new_breaks = _break_reasons() - breaks_before
+            self._planner.steps[key].graph_breaks = tuple(_summarize_break(r) for r in new_breaks)
+        return result
 
     @property
     def remat_plan(self) -> RematPlanReport | None:
@@ -120,6 +129,18 @@ def _default_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:
 
 def _trainable_grad_bytes(module: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
+
+
+def _break_reasons() -> Counter:
+    """Dynamo's counts of why it split graphs so far (it keeps them process-wide)."""
+    return Counter(counters["graph_break"]) + Counter(counters["unimplemented"])
+
+
+def _summarize_break(reason: str) -> str:
+    """'Data-dependent branching at File "model.py", line 6': the reason and where."""
+    lines = [line.strip() for line in reason.strip().splitlines()]
+    where = next((line for line in lines if line.startswith("# File")), "")
+    return lines[0] + (f" ({where.lstrip('# ')})" if where else "")
 
 
 def _signature(args: tuple, kwargs: dict) -> tuple:

@@ -43,6 +43,7 @@ class RematPlanReport:
     keep_all_peak: int
     predicted_peak: int
     graphs: tuple[GraphSummary, ...]
+    graph_breaks: tuple[str, ...] = ()
 
     @classmethod
     def from_step(cls, step: StepPlans, options: PlanOptions) -> RematPlanReport:
@@ -58,6 +59,7 @@ class RematPlanReport:
                 for s, g in zip(summaries, step.graphs, strict=True)
             ),
             graphs=summaries,
+            graph_breaks=step.graph_breaks,
         )
 
     @property
@@ -77,6 +79,8 @@ class RematPlanReport:
             f"{self.budget_fraction:.1%} of the keep-all peak {format_bytes(self.keep_all_peak)})",
             f"  predicted peak {format_bytes(self.predicted_peak)} ({self.predicted_peak} bytes)",
         ]
+        for reason in self.graph_breaks:
+            lines.append(f"  graph break: {reason}")
         for g in self.graphs:
             gap = "n/a" if g.gap is None else f"{g.gap:.1%}"
             lines.append(
