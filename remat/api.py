@@ -26,11 +26,11 @@ _RECOMPILE_LIMIT = 64
 class RematModule(nn.Module):
     """The compiled model: same parameters, buffers, call signature and outputs as the original."""
 
-    def __init__(self, module: nn.Module, options: PlanOptions) -> None:
+    def __init__(self, module: nn.Module, options: PlanOptions, timing: str = "estimate") -> None:
         super().__init__()
         self._orig_mod = module
         self._options = options
-        self._planner = Planner(options, _default_prices, lambda: _trainable_grad_bytes(module))
+        self._planner = Planner(options, _PRICES[timing], lambda: _trainable_grad_bytes(module))
         self._compiled: Callable[..., Any] = torch.compile(
             module, backend=self._planner.backend, dynamic=False
         )
@@ -90,6 +90,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     solver: str = "auto",
     time_limit: float | None = None,
     loss_reserve: int | str | None = None,
+    timing: str = "estimate",
     progress: Callable[[str], None] | None = None,
 ) -> RematModule:
     """Return `model` wrapped so each forward+backward peaks at no more than `budget` bytes.
@@ -98,8 +99,10 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         the step's predicted peak with nothing recomputed (NOT torch's activation_memory_budget,
         which is a fraction of saved activations).
     solver: "auto" (ILP with a time limit), "ilp", "sqrt" or "none".
-    loss_reserve: bytes your loss code holds between forward and backward; default: the size of
-        the model's differentiable outputs.
+    loss_reserve: bytes your loss code holds between forward and backward; default: nothing if
+        the model returns a scalar loss, else the size of its differentiable outputs.
+    timing: how op times are known: "estimate" (a roofline of the device) or "measure" (each
+        op timed once on the device while planning).
     Planning happens on the first training call for each input signature; a budget below what
     any plan reaches raises remat.InfeasibleBudgetError there, naming the smallest feasible one.
     """
@@ -117,14 +120,30 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         if parsed.bytes is None:
             raise BudgetError("loss_reserve takes bytes or a size string, not a fraction")
         reserve = parsed.bytes
+    if timing not in _PRICES:
+        raise ValueError(f"timing must be one of {', '.join(_PRICES)}, got {timing!r}")
     options = PlanOptions(parse_budget(budget), solver, time_limit, reserve, progress)
-    return RematModule(model, options)
+    return RematModule(model, options, timing)
 
 
-def _default_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:
+def _estimated_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:
     from remat.cost import estimate_costs
 
     return estimate_costs(gm, device)
+
+
+def _measured_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:
+    """Each op timed once on `device` (random data of the traced shapes): a better objective
+    for the solver where the roofline misjudges ops, at the cost of running the step's ops."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    from remat.cost import profile_ops
+
+    with unset_fake_temporarily():
+        return profile_ops(gm, device)
+
+
+_PRICES = {"estimate": _estimated_prices, "measure": _measured_prices}
 
 
 def _trainable_grad_bytes(module: nn.Module) -> int:

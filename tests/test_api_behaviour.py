@@ -178,3 +178,18 @@ def test_cuda_step_within_budget_and_equal_to_eager():
         lambda: _step(compiled, x), "cuda", setup=lambda: model.zero_grad(set_to_none=True)
     )
     assert measured.peak_bytes <= budget
+
+
+def test_measured_op_times_plan_a_step_with_eager_results():
+    model = _mlp()
+    reference = copy.deepcopy(model)
+    compiled = remat.compile(model, budget=0.6, timing="measure")
+    x = torch.randn(512, 64)
+    _step(compiled, x)
+    _step(reference, x)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=0)
+    (graph_plan,) = compiled.remat_plans[compiled._planner.current_key].graphs
+    assert sum(op.time for op in graph_plan.captured.graph.ops) > 0
+    with pytest.raises(ValueError, match="estimate, measure"):
+        remat.compile(_mlp(), budget=0.5, timing="guess")
