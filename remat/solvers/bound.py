@@ -1,0 +1,149 @@
+"""A lower bound on the recompute time at a budget: the gap relaxation.
+
+In the reference order, every stored value lives from its production through a series of gaps
+between consecutive reads. At the mandatory execution of op j, a value in the middle of one of its
+gaps is in memory unless that gap is "dropped", and each dropped gap needs its own production of
+the value (a production serves the reads after it until the next one), so it costs one execution
+of the producer. The values op j reads, its outputs and its transient bytes are in memory at j
+whatever the plan. Choosing the dropped gaps so that every step fits the budget, at least cost, is
+a covering problem much smaller than the scheduling model; ignoring what a recomputation itself
+needs (its inputs) makes it a relaxation, so its optimum, and CP-SAT's bound on it, bound the
+recompute time of every plan (any number of recomputations) from below.
+
+It also gives the floor a lower bound: no plan's peak is below the largest fixed demand of a step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ortools.sat.python import cp_model
+
+from remat.ir import RematGraph
+from remat.solvers.ilp_problem import Problem, build_problem
+
+
+@dataclass(frozen=True)
+class Gap:
+    tensor: int
+    producer: int
+    after: int
+    """Position of the production or read that opens the gap."""
+    before: int
+    """Position of the read that closes it (len(ops) for the end of the step)."""
+    size: int
+    """Memory units."""
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    gaps: tuple[Gap, ...]
+    fixed: tuple[int, ...]
+    """Per position (the last entry is the boundary): memory units no plan avoids there."""
+    problem: Problem
+
+    def floor_units(self) -> int:
+        return max(self.fixed, default=0)
+
+
+def relaxation(graph: RematGraph, problem: Problem | None = None) -> Relaxation:
+    """The gaps of every stored value and the fixed demand of every step."""
+    problem = problem or build_problem(graph, copies=2, recompute_backward=False)
+    count, boundary = len(graph.ops), graph.boundary
+    reads: dict[int, list[int]] = {}
+    for op in graph.ops:
+        for tensor in problem.reads[op.id]:
+            reads.setdefault(tensor, []).append(op.id)
+    for tensor in graph.outputs:
+        reads.setdefault(tensor, []).append(count)
+    fixed = [0] * (count + 1)
+    for op in graph.ops:
+        demand = problem.transient[op.id] + sum(problem.size[t] for t in op.outputs)
+        fixed[op.id] = demand + sum(problem.size[t] for t in problem.reads[op.id])
+    fixed[count] = problem.reserve
+    if boundary < count:
+        fixed[count] += sum(problem.size[t] for t in graph.late_inputs)
+    late_last = {t: max(reads.get(t, [boundary])) for t in graph.late_inputs}
+    for tensor, last in late_last.items():
+        for position in range(boundary, min(last, count)):
+            if tensor not in problem.reads[position]:
+                fixed[position] += problem.size[tensor]
+    gaps = []
+    for tensor in range(len(graph.tensors)):
+        producer = graph.tensors[tensor].producer
+        if producer is None or not problem.size[tensor]:
+            continue
+        marks = sorted({producer, *reads.get(tensor, [])})
+        for after, before in zip(marks, marks[1:]):
+            gap = Gap(tensor, producer, after, before, problem.size[tensor])
+            if _droppable(graph, problem, gap):
+                gaps.append(gap)
+            else:
+                _add_fixed(fixed, gap, boundary, count)
+    return Relaxation(tuple(gaps), tuple(fixed), problem)
+
+
+def _droppable(graph: RematGraph, problem: Problem, gap: Gap) -> bool:
+    if problem.copies[gap.producer] < 2:
+        return False
+    if gap.tensor in graph.forward_outputs and gap.before >= graph.boundary:
+        return False
+    return gap.before - gap.after > 1 or gap.after < graph.boundary <= gap.before
+
+
+def _add_fixed(fixed: list[int], gap: Gap, boundary: int, count: int) -> None:
+    for position in range(gap.after + 1, gap.before):
+        fixed[position] += gap.size
+    if gap.after < boundary <= gap.before:
+        fixed[count] += gap.size
+
+
+def lower_bound(
+    graph: RematGraph, budget: int, time_limit: float = 5.0, workers: int = 1
+) -> float | None:
+    """Seconds of recompute every plan within `budget` needs; None if the budget is below the
+    relaxation's floor (no plan fits)."""
+    relaxed = relaxation(graph)
+    problem = relaxed.problem
+    capacity = problem.capacity(budget)
+    if relaxed.floor_units() > capacity:
+        return None
+    model = cp_model.CpModel()
+    dropped = [model.new_bool_var("") for _ in relaxed.gaps]
+    terms: list[list[tuple[int, cp_model.IntVar]]] = [[] for _ in relaxed.fixed]
+    count, boundary = len(graph.ops), graph.boundary
+    for gap, literal in zip(relaxed.gaps, dropped):
+        for position in range(gap.after + 1, gap.before):
+            terms[position].append((gap.size, literal))
+        if gap.after < boundary <= gap.before:
+            terms[count].append((gap.size, literal))
+    for position, items in enumerate(terms):
+        if items:
+            kept = sum(size for size, _ in items) - sum(size * lit for size, lit in items)
+            model.add(kept <= capacity - relaxed.fixed[position])
+    model.minimize(_cost(model, relaxed, dropped))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit
+    solver.parameters.num_workers = workers
+    status = solver.solve(model)
+    if status == cp_model.INFEASIBLE:
+        return None
+    return problem.seconds(solver.best_objective_bound)
+
+
+def _cost(
+    model: cp_model.CpModel, relaxed: Relaxation, dropped: list[cp_model.IntVar]
+) -> cp_model.LinearExprT:
+    """Each op pays once per production: at least the dropped gaps of any one of its outputs."""
+    by_tensor: dict[int, list[cp_model.IntVar]] = {}
+    producer_of: dict[int, int] = {}
+    for gap, literal in zip(relaxed.gaps, dropped):
+        by_tensor.setdefault(gap.tensor, []).append(literal)
+        producer_of[gap.tensor] = gap.producer
+    runs: dict[int, cp_model.IntVar] = {}
+    for tensor, literals in by_tensor.items():
+        producer = producer_of[tensor]
+        if producer not in runs:
+            runs[producer] = model.new_int_var(0, len(relaxed.gaps), "")
+        model.add(runs[producer] >= sum(literals))
+    return sum(relaxed.problem.cost[p] * var for p, var in runs.items())

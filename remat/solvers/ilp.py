@@ -1,0 +1,199 @@
+"""`ilp`: the retention-interval CP-SAT model, warm-started and checked by the simulator.
+
+Flow: score the heuristic plans (keep-all, lazy, sqrt, eviction) -> build the CP-SAT model at the
+budget and hint it with the best heuristic plan that fits -> decode CP-SAT's schedule and replay
+it in the simulator (if its peak exceeds the budget, a model mismatch, shrink the capacity and
+retry) -> return the cheapest simulated plan within the budget, CP-SAT's or a heuristic's, so the
+result is never worse than sqrt's where sqrt fits. Where CP-SAT proves its plan optimal and time
+is left, a second pass picks, among plans of that cost, the one with the lowest peak (this keeps
+the solver monotone: a lower budget never gets a higher peak).
+
+Determinism: with workers=1 and a fixed seed the search is deterministic, except where the wall
+clock stops it; with several workers CP-SAT's portfolio races, and a time-limited run may return
+different plans of the same or different cost. Tests use workers=1 on graphs solved to optimality.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+from remat.ir import Plan, PlanStatus, RematGraph
+from remat.solvers._common import best_within, lowest_peak, make_plan, plan_order
+from remat.solvers.base import ProgressCallback, register
+from remat.solvers.cpsat import CpSatRun, run_cpsat
+from remat.solvers.evict import eviction_plans
+from remat.solvers.floor import floor_or_raise
+from remat.solvers.heuristics import budget_free_plans
+from remat.solvers.ilp_model import RetentionModel
+from remat.solvers.ilp_problem import Problem, build_problem
+from remat.solvers.split import split_plans
+
+logger = logging.getLogger(__name__)
+
+_PRUNE_SHARE = 0.25
+"""Most of the time limit the heuristics' pruning may take."""
+_REACH_SHARE = 0.5
+"""Most of the remaining time the search for a first plan within the budget may take."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IlpConfig:
+    time_limit: float = 30.0
+    """Seconds of wall clock for the whole solve (heuristics, model building and CP-SAT)."""
+    workers: int = 1
+    """CP-SAT search workers (threads); more than one makes time-limited runs nondeterministic."""
+    copies: int = 2
+    """Executions allowed per op in the model: 2 = recompute at most once, 3 = twice."""
+    seed: int = 0
+    """CP-SAT's random seed."""
+    recompute_backward: bool = False
+    """Let the model recompute backward ops too (graphs with a backward part)."""
+    hint: bool = True
+    """Warm-start CP-SAT with the best heuristic plan that fits."""
+    tie_break: bool = True
+    """After an optimal solve, spend leftover time finding the lowest peak at that cost."""
+    retries: int = 2
+    """Times to shrink the capacity and solve again when a plan overshoots in the simulator."""
+    progress: ProgressCallback | None = None
+    """Receives one status line per CP-SAT solution and per phase."""
+
+    def __post_init__(self) -> None:
+        if not self.time_limit > 0:
+            raise ValueError(f"ilp: time_limit must be > 0 seconds, got {self.time_limit}")
+        if self.workers < 1:
+            raise ValueError(f"ilp: workers must be >= 1, got {self.workers}; try 1 or 2")
+        if self.copies < 1:
+            raise ValueError(f"ilp: copies must be >= 1 (1 = never recompute), got {self.copies}")
+        if self.retries < 0:
+            raise ValueError(f"ilp: retries must be >= 0, got {self.retries}")
+
+
+@register("ilp")
+class IlpSolver:
+    """Min recompute time under the budget, by CP-SAT over retention intervals."""
+
+    name = "ilp"
+
+    def __init__(self, **config: object) -> None:
+        self.config = IlpConfig(**config)  # type: ignore[arg-type]
+
+    def _say(self, line: str) -> None:
+        logger.debug(line)
+        if self.config.progress is not None:
+            self.config.progress(line)
+
+    def solve(self, graph: RematGraph, budget: int) -> Plan:
+        start = time.perf_counter()
+        limit = self.config.time_limit
+        deadline = start + limit
+        heuristics = [
+            *budget_free_plans(graph),
+            *eviction_plans(graph, budget),
+            *split_plans(graph, budget, self.config.copies, start + _PRUNE_SHARE * limit),
+        ]
+        warm = best_within(heuristics, budget)
+        self._say(
+            f"heuristics: {len(heuristics)} plans, best within budget: "
+            + (f"{warm.recompute_time:.6g} s recompute" if warm else "none")
+        )
+        problem = build_problem(graph, self.config.copies, self.config.recompute_backward)
+        if warm is None:
+            warm = self._reach(problem, budget, heuristics, deadline)
+        run, exact = self._search(problem, budget, warm, deadline)
+        candidates = [plan for plan in (exact, warm) if plan is not None]
+        best = min(candidates, key=plan_order) if candidates else None
+        if best is None:
+            floor_plan = floor_or_raise(graph, budget, heuristics, deadline)
+            best = replace(floor_plan, status=PlanStatus.HEURISTIC)
+        return self._finish(best, run, problem, budget, time.perf_counter() - start)
+
+    def _reach(
+        self, problem: Problem, budget: int, heuristics: list[Plan], deadline: float
+    ) -> Plan | None:
+        """A first plan within the budget when no heuristic has one: CP-SAT minimising the
+        excess of the peak over the budget, from the lowest-peak heuristic plan."""
+        left = (deadline - time.perf_counter()) * _REACH_SHARE
+        if left <= 0.05:
+            return None
+        built = RetentionModel(problem, problem.capacity(budget), minimize="reach")
+        run = run_cpsat(built, self.config, left, lowest_peak(heuristics).schedule, self._say)
+        if run.schedule is None:
+            return None
+        plan = make_plan(problem.graph, run.schedule, run.boundary, solver=self.name)
+        return plan if plan.predicted_peak <= budget else None
+
+    def _search(
+        self, problem: Problem, budget: int, warm: Plan | None, deadline: float
+    ) -> tuple[CpSatRun | None, Plan | None]:
+        """CP-SAT at the budget; retried with less capacity if the simulator disagrees.
+
+        Returns the first run (its bound is the one valid at the budget; it counts as optimal
+        only if its own plan was accepted) and the accepted plan.
+        """
+        capacity = problem.capacity(budget)
+        first: CpSatRun | None = None
+        for attempt in range(self.config.retries + 1):
+            left = deadline - time.perf_counter()
+            if left <= 0.05 or capacity < 0:
+                break
+            built = RetentionModel(problem, capacity)
+            hint = warm.schedule if warm is not None and self.config.hint else None
+            run = run_cpsat(built, self.config, left, hint, self._say)
+            first = first or run
+            if run.schedule is None:
+                break
+            plan = make_plan(problem.graph, run.schedule, run.boundary, solver=self.name)
+            if plan.predicted_peak <= budget:
+                if run is not first:
+                    first = replace(first, status="FEASIBLE")
+                return first, self._tie_break(problem, run, plan, budget, deadline)
+            excess = plan.predicted_peak - budget
+            self._say(f"attempt {attempt}: simulated peak over budget by {excess} B; shrinking")
+            capacity -= -(-excess // problem.mem_unit)
+        if first is not None and first.optimal:
+            first = replace(first, status="FEASIBLE")
+        return first, None
+
+    def _tie_break(
+        self, problem: Problem, run: CpSatRun, plan: Plan, budget: int, deadline: float
+    ) -> Plan:
+        """Among plans as cheap as an optimal one, the one with the lowest peak."""
+        left = deadline - time.perf_counter()
+        if not (self.config.tie_break and run.optimal and left > 0.05):
+            return plan
+        built = RetentionModel(
+            problem, problem.capacity(budget), minimize="peak", max_cost=run.objective
+        )
+        second = run_cpsat(built, self.config, left, plan.schedule, self._say)
+        if second.schedule is None:
+            return plan
+        other = make_plan(problem.graph, second.schedule, second.boundary, solver=self.name)
+        fits = other.predicted_peak <= budget
+        return min((plan, other), key=plan_order) if fits else plan
+
+    def _finish(
+        self, plan: Plan, run: CpSatRun | None, problem: Problem, budget: int, seconds: float
+    ) -> Plan:
+        known = run is not None and run.bound is not None and run.bound != float("inf")
+        bound = problem.seconds(run.bound) if known else None  # type: ignore[union-attr]
+        if bound is not None:
+            bound = min(bound, plan.recompute_time)
+        optimal = run is not None and run.optimal and bound is not None
+        if optimal and plan.recompute_time <= bound * (1 + 1e-9) + 1e-12:
+            status = PlanStatus.OPTIMAL
+        elif bound is not None:
+            status = PlanStatus.FEASIBLE
+        else:
+            status = PlanStatus.HEURISTIC
+        notes = (*plan.notes, *(run.notes if run is not None else ()))
+        return replace(
+            plan,
+            solver=self.name,
+            status=status,
+            budget=budget,
+            lower_bound=bound,
+            solve_s=seconds,
+            notes=notes,
+        )
