@@ -87,6 +87,10 @@ def _check_at_budget(case: ModelCase, budget: int) -> remat.RematModule:
         warmup=1,
         setup=lambda: model.zero_grad(set_to_none=True),
     )
+    predicted = compiled.remat_plan.predicted_peak
+    assert abs(predicted - measured.peak_bytes) <= 0.10 * measured.peak_bytes, (
+        f"{case.name}: simulated {predicted} vs measured {measured.peak_bytes}"
+    )
     assert measured.peak_bytes <= budget, (
         f"{case.name}: measured {measured.peak_bytes} > budget {budget} "
         f"(predicted {compiled.remat_plan.predicted_peak})"
