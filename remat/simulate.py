@@ -65,6 +65,7 @@ def simulate(graph: RematGraph, schedule: Sequence[int], boundary: int) -> Simul
             if tensor not in late or boundary == end:
                 continue
             step = boundary
+            stop = max(stop, step)  # a late input nobody reads still arrives at the boundary
         delta[step] += size
         delta[min(stop, end - 1) + 1] -= size
         if step < boundary <= stop:

@@ -12,6 +12,7 @@ from typing import NoReturn
 from remat.budget import InfeasibleBudgetError
 from remat.ir import Plan, PlanStatus, RematGraph
 from remat.simulate import simulate
+from remat.solvers._fastsim import fast_simulate
 
 
 def make_plan(
@@ -41,6 +42,35 @@ def make_plan(
         solve_s=solve_s,
         notes=tuple(notes),
     )
+
+
+def fast_plan(
+    graph: RematGraph, schedule: Sequence[int], boundary: int, *, solver: str, notes: Sequence[str]
+) -> Plan:
+    """A heuristic candidate scored by the fast replay (confirm it before returning it)."""
+    result = fast_simulate(graph, schedule, boundary)
+    return Plan(
+        schedule=tuple(schedule),
+        boundary=boundary,
+        solver=solver,
+        status=PlanStatus.HEURISTIC,
+        budget=None,
+        predicted_peak=result.peak,
+        recompute_time=result.recompute_time,
+        recompute_flops=0,
+        notes=tuple(notes),
+    )
+
+
+def confirmed_best(graph: RematGraph, plans: Iterable[Plan], budget: int) -> Plan | None:
+    """The cheapest plan within `budget`, replayed by the simulator (ties: lower peak)."""
+    for plan in sorted((p for p in plans if p.predicted_peak <= budget), key=plan_order):
+        checked = make_plan(
+            graph, plan.schedule, plan.boundary, solver=plan.solver, notes=plan.notes
+        )
+        if checked.predicted_peak <= budget:
+            return checked
+    return None
 
 
 def reference_schedule(graph: RematGraph) -> tuple[tuple[int, ...], int]:

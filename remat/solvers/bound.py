@@ -60,7 +60,9 @@ def relaxation(graph: RematGraph, problem: Problem | None = None) -> Relaxation:
     for op in graph.ops:
         demand = problem.transient[op.id] + sum(problem.size[t] for t in op.outputs)
         fixed[op.id] = demand + sum(problem.size[t] for t in problem.reads[op.id])
-    fixed[count] = problem.reserve
+    fixed[count] = problem.reserve + problem.backward_reserve
+    for position in range(boundary, count):
+        fixed[position] += problem.backward_reserve
     if boundary < count:
         fixed[count] += sum(problem.size[t] for t in graph.late_inputs)
     late_last = {t: max(reads.get(t, [boundary])) for t in graph.late_inputs}
@@ -99,10 +101,18 @@ def _add_fixed(fixed: list[int], gap: Gap, boundary: int, count: int) -> None:
 
 
 def lower_bound(
-    graph: RematGraph, budget: int, time_limit: float = 5.0, workers: int = 1
+    graph: RematGraph,
+    budget: int,
+    time_limit: float = 5.0,
+    workers: int = 1,
+    max_terms: int = 200_000,
 ) -> float | None:
     """Seconds of recompute every plan within `budget` needs; None if the budget is below the
-    relaxation's floor (no plan fits)."""
+    relaxation's floor (no plan fits).
+
+    Only the steps most over the budget are constrained, up to `max_terms` coefficients (any
+    subset of the steps still gives a valid bound, a weaker one).
+    """
     relaxed = relaxation(graph)
     problem = relaxed.problem
     capacity = problem.capacity(budget)
@@ -110,17 +120,16 @@ def lower_bound(
         return None
     model = cp_model.CpModel()
     dropped = [model.new_bool_var("") for _ in relaxed.gaps]
-    terms: list[list[tuple[int, cp_model.IntVar]]] = [[] for _ in relaxed.fixed]
-    count, boundary = len(graph.ops), graph.boundary
-    for gap, literal in zip(relaxed.gaps, dropped):
-        for position in range(gap.after + 1, gap.before):
-            terms[position].append((gap.size, literal))
-        if gap.after < boundary <= gap.before:
-            terms[count].append((gap.size, literal))
-    for position, items in enumerate(terms):
-        if items:
-            kept = sum(size for size, _ in items) - sum(size * lit for size, lit in items)
-            model.add(kept <= capacity - relaxed.fixed[position])
+    terms = _terms(relaxed, dropped, graph.boundary)
+    demand = [relaxed.fixed[i] + sum(size for size, _ in items) for i, items in enumerate(terms)]
+    budgeted = 0
+    for position in sorted(range(len(terms)), key=lambda i: (-demand[i], i)):
+        items = terms[position]
+        if demand[position] <= capacity or budgeted + len(items) > max_terms:
+            break
+        budgeted += len(items)
+        kept = sum(size for size, _ in items) - sum(size * lit for size, lit in items)
+        model.add(kept <= capacity - relaxed.fixed[position])
     model.minimize(_cost(model, relaxed, dropped))
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit
@@ -129,6 +138,20 @@ def lower_bound(
     if status == cp_model.INFEASIBLE:
         return None
     return problem.seconds(solver.best_objective_bound)
+
+
+def _terms(
+    relaxed: Relaxation, dropped: list[cp_model.IntVar], boundary: int
+) -> list[list[tuple[int, cp_model.IntVar]]]:
+    """Per step (the last: the boundary), the droppable gaps open there and their literals."""
+    terms: list[list[tuple[int, cp_model.IntVar]]] = [[] for _ in relaxed.fixed]
+    count = len(relaxed.fixed) - 1
+    for gap, literal in zip(relaxed.gaps, dropped):
+        for position in range(gap.after + 1, gap.before):
+            terms[position].append((gap.size, literal))
+        if gap.after < boundary <= gap.before:
+            terms[count].append((gap.size, literal))
+    return terms
 
 
 def _cost(

@@ -12,6 +12,9 @@ from ortools.sat.python import cp_model
 from remat.solvers.ilp_decode import add_hint, decode
 from remat.solvers.ilp_model import RetentionModel
 
+_PRESOLVE_SECONDS_PER_VARIABLE = 2e-4
+"""Roughly what CP-SAT's presolve costs per model variable on these models (2-core machine)."""
+
 
 class SearchConfig(Protocol):
     workers: int
@@ -65,6 +68,9 @@ def run_cpsat(
     solver.parameters.random_seed = config.seed
     solver.parameters.log_search_progress = False
     solver.parameters.cp_model_probing_level = 0  # probing dominates presolve on big models
+    size = len(built.model.proto.variables)
+    if size * _PRESOLVE_SECONDS_PER_VARIABLE > time_limit / 2:
+        solver.parameters.cp_model_presolve = False  # it would eat the time the search needs
     start = time.perf_counter()
     status = solver.solve(built.model, _Reporter(say, label))
     wall = time.perf_counter() - start

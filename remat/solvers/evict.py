@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from remat.ir import Plan, RematGraph
-from remat.solvers._common import make_plan
+from remat.solvers._common import fast_plan
 from remat.solvers.ilp_problem import Problem, build_problem
 
 
@@ -143,7 +143,9 @@ def eviction_schedule(
 def _cross_boundary(walk: _Walk, now: int) -> None:
     graph, problem = walk.problem.graph, walk.problem
     late = sum(problem.size[t] for t in graph.late_inputs)
-    walk.evict_until(late + problem.reserve, now - 1, set())
+    caller = problem.backward_reserve
+    walk.evict_until(late + problem.reserve + caller, now - 1, set())
+    walk.memory += caller
     for tensor in graph.late_inputs:
         walk.resident[tensor] = problem.size[tensor]
         walk.memory += problem.size[tensor]
@@ -167,6 +169,6 @@ def eviction_plans(graph: RematGraph, budget: int) -> list[Plan]:
     for weight in (1.0, 0.5, 0.0):
         found = eviction_schedule(graph, budget, weight, problem)
         if found is not None:
-            plan = make_plan(graph, *found, solver="evict", notes=(f"evict: weight {weight}",))
+            plan = fast_plan(graph, *found, solver="evict", notes=(f"evict: weight {weight}",))
             plans.append(plan)
     return plans

@@ -40,7 +40,8 @@ def find_floor(
 ) -> Floor:
     """The lowest peak among the heuristic plans and CP-SAT's minimum-peak plan."""
     start = time.perf_counter()
-    heuristic = lowest_peak([*budget_free_plans(graph), *extra])
+    lowest = lowest_peak([*budget_free_plans(graph), *extra])
+    heuristic = make_plan(graph, lowest.schedule, lowest.boundary, solver=lowest.solver)
     problem = build_problem(graph, copies, recompute_backward=False)
     built = RetentionModel(problem, capacity=None, minimize="peak")
     left = time_limit - (time.perf_counter() - start)

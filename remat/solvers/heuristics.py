@@ -3,24 +3,44 @@
 from __future__ import annotations
 
 import functools
+import time
 
 from remat.ir import Plan, RematGraph
-from remat.solvers._common import make_plan, reference_schedule
+from remat.solvers._common import fast_plan, reference_schedule
+from remat.solvers.evict import eviction_plans
 from remat.solvers.lazy import Schedule, lazy_family
+from remat.solvers.split import split_plans
 from remat.solvers.sqrt import sqrt_family
+
+_STEPS = 12
+"""Kept sets per family: enough to bracket any budget, few enough for 10k-op graphs."""
 
 
 @functools.lru_cache(maxsize=4)
 def budget_free_plans(graph: RematGraph) -> tuple[Plan, ...]:
-    """Keep-all, the lazy family and the sqrt family: plans that do not depend on a budget."""
+    """Keep-all, the lazy family and the sqrt family: plans that do not depend on a budget.
+
+    Scored by the fast replay; pick with confirmed_best, which replays the pick in the simulator.
+    """
     family: list[tuple[Schedule, str]] = [(reference_schedule(graph), "keep all")]
     if graph.boundary < len(graph.ops):
-        family += lazy_family(graph) + sqrt_family(graph)
+        family += lazy_family(graph, _STEPS) + sqrt_family(graph, _STEPS)
     seen: set[Schedule] = set()
     plans = []
     for schedule, label in family:
         if schedule in seen:
             continue
         seen.add(schedule)
-        plans.append(make_plan(graph, *schedule, solver="heuristic", notes=(label,)))
+        plans.append(fast_plan(graph, *schedule, solver="heuristic", notes=(label,)))
     return tuple(plans)
+
+
+def warm_start_plans(graph: RematGraph, budget: int, copies: int, deadline: float) -> list[Plan]:
+    """Every heuristic plan for `budget`: the budget-free ones, eviction, splitting.
+
+    Splitting (with its pruning) stops at `deadline`; the others are quick.
+    """
+    plans = [*budget_free_plans(graph), *eviction_plans(graph, budget)]
+    if time.perf_counter() < deadline:
+        plans += split_plans(graph, budget, copies, deadline)
+    return plans

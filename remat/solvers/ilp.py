@@ -20,20 +20,25 @@ import time
 from dataclasses import dataclass, replace
 
 from remat.ir import Plan, PlanStatus, RematGraph
-from remat.solvers._common import best_within, lowest_peak, make_plan, plan_order
+from remat.solvers._common import confirmed_best, lowest_peak, make_plan, plan_order
 from remat.solvers.base import ProgressCallback, register
+from remat.solvers.bound import lower_bound
 from remat.solvers.cpsat import CpSatRun, run_cpsat
-from remat.solvers.evict import eviction_plans
 from remat.solvers.floor import floor_or_raise
-from remat.solvers.heuristics import budget_free_plans
+from remat.solvers.heuristics import warm_start_plans
+from remat.solvers.ilp_decode import representable
 from remat.solvers.ilp_model import RetentionModel
 from remat.solvers.ilp_problem import Problem, build_problem
-from remat.solvers.split import split_plans
 
 logger = logging.getLogger(__name__)
 
-_PRUNE_SHARE = 0.25
-"""Most of the time limit the heuristics' pruning may take."""
+_HEURISTIC_SHARE = 0.3
+"""Share of the time limit after which the heuristics stop splitting and pruning."""
+_BOUND_SHARE = 0.1
+"""Share of the time limit the gap relaxation's bound may take (bound.py)."""
+_BOUND_MAX_S = 10.0
+_BOUND_TERMS_PER_S = 50_000
+"""Coefficients the relaxation may have per second it is given (building it takes time too)."""
 _REACH_SHARE = 0.5
 """Most of the remaining time the search for a first plan within the budget may take."""
 
@@ -88,26 +93,44 @@ class IlpSolver:
         start = time.perf_counter()
         limit = self.config.time_limit
         deadline = start + limit
-        heuristics = [
-            *budget_free_plans(graph),
-            *eviction_plans(graph, budget),
-            *split_plans(graph, budget, self.config.copies, start + _PRUNE_SHARE * limit),
-        ]
-        warm = best_within(heuristics, budget)
+        heuristics = warm_start_plans(
+            graph, budget, self.config.copies, start + _HEURISTIC_SHARE * limit
+        )
+        warm = confirmed_best(graph, heuristics, budget)
         self._say(
             f"heuristics: {len(heuristics)} plans, best within budget: "
             + (f"{warm.recompute_time:.6g} s recompute" if warm else "none")
         )
+        relaxed = self._relaxed_bound(graph, budget, limit)
         problem = build_problem(graph, self.config.copies, self.config.recompute_backward)
-        if warm is None:
-            warm = self._reach(problem, budget, heuristics, deadline)
-        run, exact = self._search(problem, budget, warm, deadline)
+        run, exact = None, None
+        if relaxed is not None and not _reaches(warm, relaxed):
+            if warm is None:
+                warm = self._reach(problem, budget, heuristics, deadline)
+            fitting = sorted((p for p in heuristics if p.predicted_peak <= budget), key=plan_order)
+            starts = [*fitting, *([warm] if warm else [])]
+            run, exact = self._search(problem, budget, starts, deadline)
         candidates = [plan for plan in (exact, warm) if plan is not None]
         best = min(candidates, key=plan_order) if candidates else None
         if best is None:
             floor_plan = floor_or_raise(graph, budget, heuristics, deadline)
             best = replace(floor_plan, status=PlanStatus.HEURISTIC)
-        return self._finish(best, run, problem, budget, time.perf_counter() - start)
+        bounds = (relaxed, self._model_bound(run, problem))
+        return self._finish(best, run, bounds, budget, time.perf_counter() - start)
+
+    def _relaxed_bound(self, graph: RematGraph, budget: int, limit: float) -> float | None:
+        """The gap relaxation's bound (bound.py); None when it proves the budget infeasible."""
+        seconds = min(_BOUND_SHARE * limit, _BOUND_MAX_S)
+        terms = int(min(max(_BOUND_TERMS_PER_S * seconds, 5_000), 400_000))
+        found = lower_bound(graph, budget, seconds, self.config.workers, terms)
+        self._say("relaxation: infeasible" if found is None else f"relaxation: bound {found:.6g} s")
+        return found
+
+    @staticmethod
+    def _model_bound(run: CpSatRun | None, problem: Problem) -> float | None:
+        if run is None or run.bound is None or run.bound == float("inf"):
+            return None
+        return problem.seconds(run.bound)
 
     def _reach(
         self, problem: Problem, budget: int, heuristics: list[Plan], deadline: float
@@ -125,7 +148,7 @@ class IlpSolver:
         return plan if plan.predicted_peak <= budget else None
 
     def _search(
-        self, problem: Problem, budget: int, warm: Plan | None, deadline: float
+        self, problem: Problem, budget: int, starts: list[Plan], deadline: float
     ) -> tuple[CpSatRun | None, Plan | None]:
         """CP-SAT at the budget; retried with less capacity if the simulator disagrees.
 
@@ -139,7 +162,7 @@ class IlpSolver:
             if left <= 0.05 or capacity < 0:
                 break
             built = RetentionModel(problem, capacity)
-            hint = warm.schedule if warm is not None and self.config.hint else None
+            hint = _first_representable(built, starts) if self.config.hint else None
             run = run_cpsat(built, self.config, left, hint, self._say)
             first = first or run
             if run.schedule is None:
@@ -174,14 +197,18 @@ class IlpSolver:
         return min((plan, other), key=plan_order) if fits else plan
 
     def _finish(
-        self, plan: Plan, run: CpSatRun | None, problem: Problem, budget: int, seconds: float
+        self,
+        plan: Plan,
+        run: CpSatRun | None,
+        bounds: tuple[float | None, float | None],
+        budget: int,
+        seconds: float,
     ) -> Plan:
-        known = run is not None and run.bound is not None and run.bound != float("inf")
-        bound = problem.seconds(run.bound) if known else None  # type: ignore[union-attr]
-        if bound is not None:
-            bound = min(bound, plan.recompute_time)
-        optimal = run is not None and run.optimal and bound is not None
-        if optimal and plan.recompute_time <= bound * (1 + 1e-9) + 1e-12:
+        relaxed, model = bounds
+        known = [b for b in bounds if b is not None]
+        bound = min(max(known), plan.recompute_time) if known else None
+        optimal = (run is not None and run.optimal and model is not None) or _reaches(plan, relaxed)
+        if optimal and bound is not None and _reaches(plan, bound):
             status = PlanStatus.OPTIMAL
         elif bound is not None:
             status = PlanStatus.FEASIBLE
@@ -197,3 +224,18 @@ class IlpSolver:
             solve_s=seconds,
             notes=notes,
         )
+
+
+def _first_representable(built: RetentionModel, plans: list[Plan]) -> tuple[int, ...] | None:
+    """The first plan the model can express completely (a feasible warm start), if any."""
+    for plan in plans:
+        if representable(built, plan.schedule):
+            return plan.schedule
+    return None
+
+
+def _reaches(plan: Plan | None, bound: float | None) -> bool:
+    """The plan's recompute time is (up to rounding) the bound: nothing cheaper exists."""
+    if plan is None or bound is None:
+        return False
+    return plan.recompute_time <= bound * (1 + 1e-9) + 1e-12

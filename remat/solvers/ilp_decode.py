@@ -64,6 +64,12 @@ def executions(built: RetentionModel, schedule: Sequence[int]) -> dict[Reader, i
     return placed
 
 
+def representable(built: RetentionModel, schedule: Sequence[int]) -> bool:
+    """True when every execution of `schedule` has a place in the model (a complete hint)."""
+    placed = executions(built, schedule)
+    return placed is not None and len(placed) == len(schedule)
+
+
 def add_hint(built: RetentionModel, schedule: Sequence[int]) -> bool:
     """Hint the solver with `schedule`; False when the model cannot represent it."""
     placed = executions(built, schedule)

@@ -256,6 +256,10 @@ class RetentionModel:
         if problem.reserve:
             intervals.append(model.new_fixed_size_interval_var(problem.boundary_time, 1, ""))
             demands.append(problem.reserve)
+        if problem.backward_reserve:
+            length = problem.end_time + 1 - problem.boundary_time
+            intervals.append(model.new_fixed_size_interval_var(problem.boundary_time, length, ""))
+            demands.append(problem.backward_reserve)
         self.total_demand = sum(demands)
         if variable or capacity is None:
             top = self.total_demand if capacity is None else min(capacity, self.total_demand)

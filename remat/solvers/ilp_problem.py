@@ -46,6 +46,9 @@ class Problem:
     cost: tuple[int, ...]
     """Per op, one execution's time in cost units (rounded down)."""
     reserve: int
+    """The caller's bytes at the boundary, in memory units."""
+    backward_reserve: int
+    """The caller's bytes from the boundary to the end, in memory units."""
     mem_unit: int
     time_unit: float
     """Seconds per cost unit."""
@@ -85,7 +88,7 @@ def build_problem(graph: RematGraph, copies: int, recompute_backward: bool) -> P
     mem_unit = _gcd(
         [t.bytes for t in graph.tensors if t.id not in inputs]
         + [op.transient_bytes for op in graph.ops]
-        + [graph.boundary_reserve]
+        + [graph.boundary_reserve, graph.backward_reserve]
     )
     size = tuple(0 if t.id in inputs else t.bytes // mem_unit for t in graph.tensors)
     cost, time_unit = _scale_times([op.time for op in graph.ops])
@@ -99,6 +102,7 @@ def build_problem(graph: RematGraph, copies: int, recompute_backward: bool) -> P
         transient=tuple(op.transient_bytes // mem_unit for op in graph.ops),
         cost=cost,
         reserve=graph.boundary_reserve // mem_unit,
+        backward_reserve=graph.backward_reserve // mem_unit,
         mem_unit=mem_unit,
         time_unit=time_unit,
     )

@@ -21,7 +21,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from remat.ir import Plan, RematGraph
-from remat.solvers._common import best_within, make_plan, raise_infeasible
+from remat.solvers._common import confirmed_best, fast_plan, raise_infeasible
 from remat.solvers.base import register
 
 Schedule = tuple[tuple[int, ...], int]
@@ -103,6 +103,10 @@ def _missing_producers(
     return pending
 
 
+_MAX_GROWTH = 3
+"""The multiple-recomputation variants stop once a schedule is this many times the graph."""
+
+
 def drop_order(graph: RematGraph) -> tuple[int, ...]:
     """Saved tensors, the ones with the most kept bytes per second of recompute first."""
     info = structure(graph)
@@ -133,13 +137,15 @@ def lazy_family(graph: RematGraph, steps: int = 24) -> list[tuple[Schedule, str]
     info = structure(graph)
     order = drop_order(graph)
     family: list[tuple[Schedule, str]] = []
+    longest = _MAX_GROWTH * len(graph.ops)
     for dropped in sweep_counts(len(order), steps):
         kept = set(info.saved) - set(order[:dropped])
         family.append((schedule_from_kept(graph, kept), f"lazy: {dropped} dropped"))
-        if dropped:
-            family.append(
-                (schedule_from_kept(graph, kept, reuse_window=0), f"lazy: {dropped} dropped, x2")
-            )
+        if dropped and longest:
+            again = schedule_from_kept(graph, kept, reuse_window=0)
+            family.append((again, f"lazy: {dropped} dropped, x2"))
+            if len(again[0]) > longest:
+                longest = 0  # more drops only grow it: recomputing everything per use is O(n^2)
     return family
 
 
@@ -165,10 +171,10 @@ class LazySolver:
     def solve(self, graph: RematGraph, budget: int) -> Plan:
         start = time.perf_counter()
         plans = [
-            make_plan(graph, *schedule, solver=self.name, budget=budget, notes=(label,))
+            fast_plan(graph, *schedule, solver=self.name, notes=(label,))
             for schedule, label in lazy_family(graph, self.config.steps)
         ]
-        best = best_within(plans, budget)
+        best = confirmed_best(graph, plans, budget)
         if best is None:
             raise_infeasible(budget, plans, self.name)
-        return replace(best, solve_s=time.perf_counter() - start)
+        return replace(best, budget=budget, solve_s=time.perf_counter() - start)

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 
 from remat.ir import Plan, RematGraph
-from remat.simulate import InvalidScheduleError, Simulation, simulate
-from remat.solvers._common import make_plan
+from remat.solvers._common import fast_plan
+from remat.solvers._fastsim import FastResult, fast_simulate
 
 Schedule = tuple[tuple[int, ...], int]
 
@@ -123,7 +123,7 @@ def split_schedule(
     budget: int,
     start: Schedule | None = None,
     copies: int = 2,
-    max_steps: int = 100_000,
+    deadline: float = math.inf,
 ) -> Schedule | None:
     """A schedule whose simulated peak is <= budget, or None when the walk gets stuck.
 
@@ -131,11 +131,11 @@ def split_schedule(
     result is a complete warm start for the model.
     """
     schedule, boundary = start or (tuple(range(len(graph.ops))), graph.boundary)
-    result = simulate(graph, schedule, boundary)
+    result = fast_simulate(graph, schedule, boundary)
     runs = [0] * len(graph.ops)
     for op_id in schedule:
         runs[op_id] += 1
-    for _ in range(max_steps):
+    while time.perf_counter() < deadline:
         if result.peak <= budget:
             return schedule, boundary
         moved = False
@@ -146,7 +146,7 @@ def split_schedule(
             trial, trial_boundary = canonical(
                 graph, schedule[:insert] + (producer,) + schedule[insert:]
             )
-            trial_result = simulate(graph, trial, trial_boundary)
+            trial_result = fast_simulate(graph, trial, trial_boundary)
             if _progress(trial_result, result):
                 schedule, boundary, result, moved = trial, trial_boundary, trial_result, True
                 runs[producer] += 1
@@ -162,14 +162,14 @@ def _producer(graph: RematGraph, instance: _Instance) -> int:
     return producer
 
 
-def _progress(new: Simulation, old: Simulation) -> bool:
+def _progress(new: FastResult, old: FastResult) -> bool:
     """Lower peak, or the same peak reached at fewer steps."""
     if new.peak != old.peak:
         return new.peak < old.peak
     return _at_peak(new) < _at_peak(old)
 
 
-def _at_peak(result: Simulation) -> int:
+def _at_peak(result: FastResult) -> int:
     return sum(1 for v in (*result.timeline, result.boundary_bytes) if v == result.peak)
 
 
@@ -191,11 +191,7 @@ def prune(graph: RematGraph, budget: int, found: Schedule, deadline: float) -> S
                 break
             trial = schedule[:step] + schedule[step + 1 :]
             trial_boundary = boundary - (1 if step < boundary else 0)
-            try:
-                result = simulate(graph, trial, trial_boundary)
-            except InvalidScheduleError:
-                continue
-            if result.peak <= budget:
+            if fast_simulate(graph, trial, trial_boundary).peak <= budget:
                 schedule, boundary, changed = trial, trial_boundary, True
                 break
     return schedule, boundary
@@ -205,8 +201,8 @@ def split_plans(
     graph: RematGraph, budget: int, copies: int = 2, deadline: float = math.inf
 ) -> list[Plan]:
     """The splitting walk's plan at `budget` from keep-all, pruned until `deadline`."""
-    found = split_schedule(graph, budget, copies=copies)
+    found = split_schedule(graph, budget, copies=copies, deadline=deadline)
     if found is None:
         return []
     pruned = prune(graph, budget, found, deadline)
-    return [make_plan(graph, *pruned, solver="split", notes=("split: from keep-all",))]
+    return [fast_plan(graph, *pruned, solver="split", notes=("split: from keep-all",))]

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 
 from remat.ir import Plan, RematGraph
-from remat.solvers._common import best_within, make_plan, raise_infeasible
+from remat.solvers._common import confirmed_best, fast_plan, raise_infeasible
 from remat.solvers.base import register
 from remat.solvers.lazy import Schedule, schedule_from_kept, structure, sweep_counts
 
@@ -101,10 +101,10 @@ class SqrtSolver:
         else:
             family = sqrt_family(graph, self.config.steps)
         plans = [
-            make_plan(graph, *schedule, solver=self.name, budget=budget, notes=(label,))
+            fast_plan(graph, *schedule, solver=self.name, notes=(label,))
             for schedule, label in family
         ]
-        best = best_within(plans, budget)
+        best = confirmed_best(graph, plans, budget)
         if best is None:
             raise_infeasible(budget, plans, self.name)
-        return replace(best, solve_s=time.perf_counter() - start)
+        return replace(best, budget=budget, solve_s=time.perf_counter() - start)

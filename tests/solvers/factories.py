@@ -72,6 +72,7 @@ class GraphBuilder:
         outputs: Sequence[int] = (),
         forward_outputs: Sequence[int] = (),
         reserve: int = 0,
+        backward_reserve: int = 0,
     ) -> RematGraph:
         return RematGraph(
             ops=tuple(self.ops),
@@ -82,6 +83,7 @@ class GraphBuilder:
             outputs=tuple(outputs),
             forward_outputs=tuple(forward_outputs),
             boundary_reserve=reserve,
+            backward_reserve=backward_reserve,
             name=self.name,
         )
 
@@ -139,4 +141,9 @@ def random_training_graph(seed: int | random.Random, forward_ops: int = 8) -> Re
         grad = builder.op(f"g{index}", reads, rng.choice([10, 40, 80]), 1.0)
         if rng.random() < 0.3:
             grads.append(builder.op(f"dw{index}", [grad], 8, 0.5))
-    return builder.build(outputs=[loss, grad, *grads], forward_outputs=[loss])
+    return builder.build(
+        outputs=[loss, grad, *grads],
+        forward_outputs=[loss],
+        reserve=rng.choice([0, 0, 8]),
+        backward_reserve=rng.choice([0, 0, 6]),
+    )

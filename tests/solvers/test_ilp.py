@@ -148,10 +148,20 @@ def test_transient_bytes_and_boundary_reserve_count() -> None:
 
 
 def test_progress_receives_status_lines() -> None:
+    graph = random_training_graph(7, forward_ops=10)
+    budget = (keep_all_plan(graph).predicted_peak + find_floor(graph).bytes) // 2
     lines: list[str] = []
-    solve(chain(6), 400, "ilp", progress=lines.append, **EXACT)
-    assert any(line.startswith("cp-sat") for line in lines)
-    assert any("OPTIMAL" in line for line in lines)
+    solve(graph, budget, "ilp", progress=lines.append, **EXACT)
+    assert any(line.startswith("heuristics:") for line in lines)
+    assert any(line.startswith("relaxation:") for line in lines)
+    assert any(line.startswith("cp-sat cost:") for line in lines)
+
+
+def test_a_relaxation_bound_reached_by_a_heuristic_skips_cp_sat() -> None:
+    lines: list[str] = []
+    plan = solve(chain(6), 400, "ilp", progress=lines.append, **EXACT)
+    assert plan.status is PlanStatus.OPTIMAL and plan.lower_bound == plan.recompute_time == 3.0
+    assert not any(line.startswith("cp-sat") for line in lines)
 
 
 def test_same_input_gives_the_same_plan() -> None:
