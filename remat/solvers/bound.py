@@ -15,6 +15,7 @@ It also gives the floor a lower bound: no plan's peak is below the largest fixed
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
@@ -120,14 +121,8 @@ def lower_bound(
         return None
     model = cp_model.CpModel()
     dropped = [model.new_bool_var("") for _ in relaxed.gaps]
-    terms = _terms(relaxed, dropped, graph.boundary)
-    demand = [relaxed.fixed[i] + sum(size for size, _ in items) for i, items in enumerate(terms)]
-    budgeted = 0
-    for position in sorted(range(len(terms)), key=lambda i: (-demand[i], i)):
-        items = terms[position]
-        if demand[position] <= capacity or budgeted + len(items) > max_terms:
-            break
-        budgeted += len(items)
+    chosen = _worst_steps(relaxed, capacity, graph.boundary, max_terms)
+    for position, items in _terms(relaxed, dropped, graph.boundary, chosen).items():
         kept = sum(size for size, _ in items) - sum(size * lit for size, lit in items)
         model.add(kept <= capacity - relaxed.fixed[position])
     model.minimize(_cost(model, relaxed, dropped))
@@ -140,16 +135,49 @@ def lower_bound(
     return problem.seconds(solver.best_objective_bound)
 
 
-def _terms(
-    relaxed: Relaxation, dropped: list[cp_model.IntVar], boundary: int
-) -> list[list[tuple[int, cp_model.IntVar]]]:
-    """Per step (the last: the boundary), the droppable gaps open there and their literals."""
-    terms: list[list[tuple[int, cp_model.IntVar]]] = [[] for _ in relaxed.fixed]
+def _worst_steps(relaxed: Relaxation, capacity: int, boundary: int, max_terms: int) -> set[int]:
+    """The steps (the last index: the boundary) most over `capacity` if nothing is dropped, as
+    many as fit in `max_terms` coefficients."""
     count = len(relaxed.fixed) - 1
+    demand, opened = [0] * (count + 1), [0] * (count + 1)
+    for gap in relaxed.gaps:
+        if gap.before - gap.after > 1:
+            demand[gap.after + 1] += gap.size
+            demand[gap.before] -= gap.size
+            opened[gap.after + 1] += 1
+            opened[gap.before] -= 1
+    load, width, total, open_ = [], [], 0, 0
+    for position in range(count):
+        total += demand[position]
+        open_ += opened[position]
+        load.append(total + relaxed.fixed[position])
+        width.append(open_)
+    crossing = [gap for gap in relaxed.gaps if gap.after < boundary <= gap.before]
+    load.append(relaxed.fixed[count] + sum(gap.size for gap in crossing))
+    width.append(len(crossing))
+    chosen: set[int] = set()
+    used = 0
+    for position in sorted(range(count + 1), key=lambda i: (-load[i], i)):
+        if load[position] <= capacity or used + width[position] > max_terms:
+            break
+        chosen.add(position)
+        used += width[position]
+    return chosen
+
+
+def _terms(
+    relaxed: Relaxation, dropped: list[cp_model.IntVar], boundary: int, chosen: set[int]
+) -> dict[int, list[tuple[int, cp_model.IntVar]]]:
+    """Per chosen step, the droppable gaps open there and their literals."""
+    count = len(relaxed.fixed) - 1
+    steps = sorted(p for p in chosen if p < count)
+    terms: dict[int, list[tuple[int, cp_model.IntVar]]] = {p: [] for p in chosen}
     for gap, literal in zip(relaxed.gaps, dropped):
-        for position in range(gap.after + 1, gap.before):
+        low = bisect.bisect_left(steps, gap.after + 1)
+        high = bisect.bisect_left(steps, gap.before)
+        for position in steps[low:high]:
             terms[position].append((gap.size, literal))
-        if gap.after < boundary <= gap.before:
+        if count in chosen and gap.after < boundary <= gap.before:
             terms[count].append((gap.size, literal))
     return terms
 

@@ -14,6 +14,8 @@ one more candidate where it does.
 from __future__ import annotations
 
 import bisect
+import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -34,6 +36,14 @@ class _Walk:
     """How much recompute cost counts against distance to the next use (0: pure Belady)."""
     readers: dict[int, list[int]]
     pinned_forever: set[int]
+    never: int
+    """Next-use distance of a value nobody reads again."""
+    dies_after: dict[int, list[int]] = field(default_factory=dict)
+    upcoming: dict[int, int] = field(default_factory=dict)
+    """Cached next use per tensor (valid while it lies in the future)."""
+    weights: dict[int, float] = field(default_factory=dict)
+    """Cached recompute-cost weight per tensor."""
+    """Position -> resident values whose last read is there (freed after it)."""
     resident: dict[int, int] = field(default_factory=dict)
     """Resident tensor -> its size in memory units."""
     views: dict[int, set[int]] = field(default_factory=dict)
@@ -41,19 +51,20 @@ class _Walk:
     schedule: list[int] = field(default_factory=list)
 
     def next_use(self, tensor: int, now: int) -> int:
+        cached = self.upcoming.get(tensor)
+        if cached is not None and cached > now:
+            return cached
         uses = self.readers.get(tensor, ())
         index = bisect.bisect_right(uses, now)
-        return uses[index] if index < len(uses) else 10 * self.problem.count
+        found = uses[index] if index < len(uses) else self.never
+        self.upcoming[tensor] = found
+        return found
 
     def cost(self, tensor: int) -> float:
-        graph = self.problem.graph
-        producer = graph.tensors[tensor].producer
+        """Recompute cost weight: the producer's time, plus one for ops that take no time."""
+        producer = self.problem.graph.tensors[tensor].producer
         assert producer is not None
-        cost = float(self.problem.cost[producer]) + 1.0
-        for source in self.problem.reads[producer]:
-            if source not in self.resident and graph.tensors[source].producer is not None:
-                cost += self.problem.cost[graph.tensors[source].producer]  # type: ignore[index]
-        return cost
+        return (float(self.problem.cost[producer]) + 1.0) ** self.weight
 
     def evict_until(self, need: int, now: int, pinned: set[int]) -> None:
         while self.memory + need > self.budget:
@@ -62,7 +73,7 @@ class _Walk:
                 if size == 0 or tensor in pinned or tensor in self.pinned_forever:
                     continue
                 distance = self.next_use(tensor, now) - now
-                score = (self.cost(tensor) ** self.weight) / (size * distance)
+                score = self.weights[tensor] / (size * distance)
                 if best is None or score < best_score:
                     best, best_score = tensor, score
             if best is None:
@@ -81,8 +92,12 @@ class _Walk:
         self.evict_until(need, now, pinned)
         self.schedule.append(op_id)
         for tensor in outputs:
+            if tensor not in self.weights:
+                self.weights[tensor] = self.cost(tensor)
             self.resident[tensor] = problem.size[tensor]
             self.memory += problem.size[tensor]
+            uses = self.readers.get(tensor)
+            self.dies_after.setdefault(max(uses[-1], now) if uses else now, []).append(tensor)
             base = graph.storage_of(tensor)
             if base != tensor:
                 self.views.setdefault(base, set()).add(tensor)
@@ -103,25 +118,32 @@ class _Walk:
         return sorted(pending)
 
     def free_dead(self, now: int) -> None:
-        outputs = set(self.problem.graph.outputs)
-        for tensor in [t for t in self.resident if t not in outputs]:
-            if self.next_use(tensor, now) >= 10 * self.problem.count:
+        outputs = self.problem.graph.outputs
+        for tensor in self.dies_after.pop(now, ()):
+            if tensor in self.resident and tensor not in outputs:
                 self.drop(tensor)
 
 
 def eviction_schedule(
-    graph: RematGraph, budget: int, weight: float = 1.0, problem: Problem | None = None
+    graph: RematGraph,
+    budget: int,
+    weight: float = 1.0,
+    problem: Problem | None = None,
+    deadline: float = math.inf,
 ) -> tuple[tuple[int, ...], int] | None:
-    """The greedy walk's schedule at `budget`, or None if the walk runs out of room."""
+    """The greedy walk's schedule at `budget`, or None if it runs out of room (or time)."""
     problem = problem or build_problem(graph, copies=2, recompute_backward=False)
     readers: dict[int, list[int]] = {}
     for op in graph.ops:
         for tensor in problem.reads[op.id]:
             readers.setdefault(tensor, []).append(op.id)
-    walk = _Walk(problem, problem.capacity(budget), weight, readers, _pinned(problem))
+    never = 10 * len(graph.ops)
+    walk = _Walk(problem, problem.capacity(budget), weight, readers, _pinned(problem), never)
     boundary_index = len(graph.ops)
     try:
         for op in graph.ops:
+            if op.id % 256 == 0 and time.perf_counter() > deadline:
+                return None
             if op.id == graph.boundary and graph.boundary < len(graph.ops):
                 _cross_boundary(walk, op.id)
                 boundary_index = len(walk.schedule)
@@ -149,6 +171,8 @@ def _cross_boundary(walk: _Walk, now: int) -> None:
     for tensor in graph.late_inputs:
         walk.resident[tensor] = problem.size[tensor]
         walk.memory += problem.size[tensor]
+        uses = walk.readers.get(tensor)
+        walk.dies_after.setdefault(max(uses[-1], now) if uses else now, []).append(tensor)
     walk.pinned_forever.update(graph.late_inputs)
 
 
@@ -162,12 +186,12 @@ def _pinned(problem: Problem) -> set[int]:
     return pinned
 
 
-def eviction_plans(graph: RematGraph, budget: int) -> list[Plan]:
+def eviction_plans(graph: RematGraph, budget: int, deadline: float = math.inf) -> list[Plan]:
     """The walk's plans at `budget` for a few cost weights (those that ran to the end)."""
     problem = build_problem(graph, copies=2, recompute_backward=False)
     plans = []
-    for weight in (1.0, 0.5, 0.0):
-        found = eviction_schedule(graph, budget, weight, problem)
+    for weight in (0.5, 1.0, 0.0):
+        found = eviction_schedule(graph, budget, weight, problem, deadline)
         if found is not None:
             plan = fast_plan(graph, *found, solver="evict", notes=(f"evict: weight {weight}",))
             plans.append(plan)

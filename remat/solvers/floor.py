@@ -9,6 +9,7 @@ from typing import NoReturn
 from remat.budget import InfeasibleBudgetError
 from remat.ir import Plan, RematGraph
 from remat.solvers._common import lowest_peak, make_plan
+from remat.solvers.bound import relaxation
 from remat.solvers.cpsat import run_cpsat
 from remat.solvers.heuristics import budget_free_plans
 from remat.solvers.ilp_model import RetentionModel
@@ -20,7 +21,8 @@ class Floor:
     bytes: int
     """The lowest simulated peak found: a budget this high is always feasible."""
     proven: bool
-    """CP-SAT proved no plan of its model (up to `copies` executions per op) goes lower."""
+    """No plan goes lower: a step's own inputs and outputs need this much, or CP-SAT proved it
+    for its model (up to `copies` executions per op)."""
     plan: Plan
 
 
@@ -51,7 +53,10 @@ def find_floor(
     plan = make_plan(graph, run.schedule, run.boundary, solver="floor")
     best = lowest_peak([heuristic, plan])
     bound_bytes = (run.bound or 0) * problem.mem_unit
-    proven = run.optimal and best.predicted_peak <= bound_bytes
+    relaxed = relaxation(graph, problem)
+    proven = best.predicted_peak <= relaxed.floor_units() * problem.mem_unit or (
+        run.optimal and best.predicted_peak <= bound_bytes
+    )
     return Floor(best.predicted_peak, proven, best)
 
 

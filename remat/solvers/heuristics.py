@@ -13,7 +13,8 @@ from remat.solvers.split import split_plans
 from remat.solvers.sqrt import sqrt_family
 
 _STEPS = 12
-"""Kept sets per family: enough to bracket any budget, few enough for 10k-op graphs."""
+"""Kept sets per family up to _STEP_OPS ops; fewer beyond, so 10k-op graphs stay quick."""
+_STEP_OPS = 3000
 
 
 @functools.lru_cache(maxsize=4)
@@ -24,7 +25,8 @@ def budget_free_plans(graph: RematGraph) -> tuple[Plan, ...]:
     """
     family: list[tuple[Schedule, str]] = [(reference_schedule(graph), "keep all")]
     if graph.boundary < len(graph.ops):
-        family += lazy_family(graph, _STEPS) + sqrt_family(graph, _STEPS)
+        steps = max(4, min(_STEPS, _STEPS * _STEP_OPS // len(graph.ops)))
+        family += lazy_family(graph, steps) + sqrt_family(graph, steps)
     seen: set[Schedule] = set()
     plans = []
     for schedule, label in family:
@@ -40,7 +42,7 @@ def warm_start_plans(graph: RematGraph, budget: int, copies: int, deadline: floa
 
     Splitting (with its pruning) stops at `deadline`; the others are quick.
     """
-    plans = [*budget_free_plans(graph), *eviction_plans(graph, budget)]
+    plans = [*budget_free_plans(graph), *eviction_plans(graph, budget, deadline)]
     if time.perf_counter() < deadline:
         plans += split_plans(graph, budget, copies, deadline)
     return plans

@@ -29,6 +29,7 @@ from remat.solvers.heuristics import warm_start_plans
 from remat.solvers.ilp_decode import representable
 from remat.solvers.ilp_model import RetentionModel
 from remat.solvers.ilp_problem import Problem, build_problem
+from remat.solvers.local import improve
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ _BOUND_SHARE = 0.1
 _BOUND_MAX_S = 10.0
 _BOUND_TERMS_PER_S = 50_000
 """Coefficients the relaxation may have per second it is given (building it takes time too)."""
+_LOCAL_SHARE = 0.4
+"""Share of the time left that local search may take before CP-SAT."""
 _REACH_SHARE = 0.5
 """Most of the remaining time the search for a first plan within the budget may take."""
 
@@ -57,6 +60,8 @@ class IlpConfig:
     """Let the model recompute backward ops too (graphs with a backward part)."""
     hint: bool = True
     """Warm-start CP-SAT with the best heuristic plan that fits."""
+    local_search: bool = True
+    """Improve the best heuristic plan by local search before CP-SAT (local.py)."""
     tie_break: bool = True
     """After an optimal solve, spend leftover time finding the lowest peak at that cost."""
     retries: int = 2
@@ -107,6 +112,7 @@ class IlpSolver:
         if relaxed is not None and not _reaches(warm, relaxed):
             if warm is None:
                 warm = self._reach(problem, budget, heuristics, deadline)
+            warm = self._local(graph, budget, warm, relaxed, deadline)
             fitting = sorted((p for p in heuristics if p.predicted_peak <= budget), key=plan_order)
             starts = [*fitting, *([warm] if warm else [])]
             run, exact = self._search(problem, budget, starts, deadline)
@@ -117,6 +123,22 @@ class IlpSolver:
             best = replace(floor_plan, status=PlanStatus.HEURISTIC)
         bounds = (relaxed, self._model_bound(run, problem))
         return self._finish(best, run, bounds, budget, time.perf_counter() - start)
+
+    def _local(
+        self, graph: RematGraph, budget: int, warm: Plan | None, bound: float, deadline: float
+    ) -> Plan | None:
+        """Improve the warm start by local search (local.py) for a share of the time left."""
+        if warm is None or not self.config.local_search:
+            return warm
+        until = time.perf_counter() + _LOCAL_SHARE * (deadline - time.perf_counter())
+        found = improve(
+            graph, budget, (warm.schedule, warm.boundary), self.config.copies, until,
+            self.config.seed, self._say, bound,
+        )  # fmt: skip
+        plan = make_plan(graph, *found, solver=self.name, notes=("local search",))
+        return (
+            plan if plan.predicted_peak <= budget and plan_order(plan) < plan_order(warm) else warm
+        )
 
     def _relaxed_bound(self, graph: RematGraph, budget: int, limit: float) -> float | None:
         """The gap relaxation's bound (bound.py); None when it proves the budget infeasible."""

@@ -55,8 +55,16 @@ def structure(graph: RematGraph) -> Structure:
     return Structure(saved=saved, forced=frozenset(forced), storage_bytes=storage)
 
 
+class _TooLong(Exception):
+    """The schedule grew past the length the caller allowed."""
+
+
 def schedule_from_kept(
-    graph: RematGraph, kept: Collection[int], *, reuse_window: int | None = None
+    graph: RematGraph,
+    kept: Collection[int],
+    *,
+    reuse_window: int | None = None,
+    max_length: int | None = None,
 ) -> Schedule:
     """The lazy schedule that keeps `kept` (tensor ids) from the forward for the backward.
 
@@ -82,6 +90,8 @@ def schedule_from_kept(
         schedule.append(position)
         for tensor in op.outputs:
             expiry[tensor] = never
+        if max_length is not None and len(schedule) > max_length:
+            raise _TooLong
     return tuple(schedule), boundary
 
 
@@ -142,11 +152,20 @@ def lazy_family(graph: RematGraph, steps: int = 24) -> list[tuple[Schedule, str]
         kept = set(info.saved) - set(order[:dropped])
         family.append((schedule_from_kept(graph, kept), f"lazy: {dropped} dropped"))
         if dropped and longest:
-            again = schedule_from_kept(graph, kept, reuse_window=0)
-            family.append((again, f"lazy: {dropped} dropped, x2"))
-            if len(again[0]) > longest:
+            again = _bounded(graph, kept, longest)
+            if again is None:
                 longest = 0  # more drops only grow it: recomputing everything per use is O(n^2)
+            else:
+                family.append((again, f"lazy: {dropped} dropped, x2"))
     return family
+
+
+def _bounded(graph: RematGraph, kept: set[int], longest: int) -> Schedule | None:
+    """The reuse_window=0 schedule, or None once it grows past `longest` steps."""
+    try:
+        return schedule_from_kept(graph, kept, reuse_window=0, max_length=longest)
+    except _TooLong:
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import random
 import time
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from remat.solvers._fastsim import FastResult, fast_simulate
 
 Schedule = tuple[tuple[int, ...], int]
 
+_NOISE = 1.0
+"""With an rng, each candidate's cost is scaled by a random factor in [1, 1 + _NOISE)."""
 _TRIES = 6
 """Candidates simulated per step before the walk gives up."""
 
@@ -59,7 +62,11 @@ def _instances(graph: RematGraph, schedule: tuple[int, ...]) -> list[_Instance]:
 
 
 def _candidates(
-    graph: RematGraph, schedule: tuple[int, ...], boundary: int, peak_step: int
+    graph: RematGraph,
+    schedule: tuple[int, ...],
+    boundary: int,
+    peak_step: int,
+    rng: random.Random | None = None,
 ) -> list[tuple[float, int, int, _Instance]]:
     """(score, -freed, step to insert at, instance), best first."""
     at = boundary - 0.5 if peak_step < 0 else peak_step
@@ -85,7 +92,7 @@ def _candidates(
             if index >= 0 and last_read.get((source, steps[index]), insert) < at:
                 freed -= graph.tensors[graph.storage_of(source)].bytes
         if freed > 0:
-            cost = graph.ops[producer].time
+            cost = graph.ops[producer].time * (1.0 + _NOISE * rng.random() if rng else 1.0)
             found.append((cost / freed, -freed, insert, instance))
     found.sort(key=lambda item: item[:3] + (item[3].tensor,))
     return found
@@ -124,6 +131,7 @@ def split_schedule(
     start: Schedule | None = None,
     copies: int = 2,
     deadline: float = math.inf,
+    rng: random.Random | None = None,
 ) -> Schedule | None:
     """A schedule whose simulated peak is <= budget, or None when the walk gets stuck.
 
@@ -139,7 +147,7 @@ def split_schedule(
         if result.peak <= budget:
             return schedule, boundary
         moved = False
-        options = _candidates(graph, schedule, boundary, result.peak_step)
+        options = _candidates(graph, schedule, boundary, result.peak_step, rng)
         options = [item for item in options if runs[_producer(graph, item[3])] < copies]
         for _score, _freed, insert, instance in options[:_TRIES]:
             producer = _producer(graph, instance)

@@ -1,0 +1,76 @@
+"""Splitting, eviction, local search, the relaxation bound and the floor."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from factories import chain, random_training_graph
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from remat.simulate import simulate
+from remat.solvers import find_floor, keep_all_plan, solve
+from remat.solvers.bound import lower_bound, relaxation
+from remat.solvers.evict import eviction_schedule
+from remat.solvers.local import improve
+from remat.solvers.split import canonical, split_schedule
+
+
+def test_split_brings_a_chain_under_budget_in_canonical_order() -> None:
+    graph = chain(6)
+    found = split_schedule(graph, 500)
+    assert found is not None
+    result = simulate(graph, *found)
+    assert result.peak <= 500 and result.recompute_time > 0
+    assert canonical(graph, found[0]) == found
+
+
+def test_split_reports_when_it_is_stuck() -> None:
+    assert split_schedule(chain(6), 50) is None  # a backward step alone needs more
+
+
+def test_eviction_walk_fits_its_budget() -> None:
+    graph = chain(8)
+    found = eviction_schedule(graph, 500)
+    assert found is not None and simulate(graph, *found).peak <= 500
+    assert eviction_schedule(graph, 100) is None
+
+
+def test_local_search_never_returns_a_worse_plan() -> None:
+    graph = random_training_graph(5, forward_ops=12)
+    peak = keep_all_plan(graph).predicted_peak
+    budget = (peak + find_floor(graph).bytes) // 2
+    start = split_schedule(graph, budget)
+    if start is None:
+        pytest.skip("the walk is stuck on this graph")
+    before = simulate(graph, *start).recompute_time
+    found = improve(graph, budget, start, copies=2, deadline=math.inf, seed=1)
+    after = simulate(graph, *found)
+    assert after.peak <= budget and after.recompute_time <= before
+
+
+def test_relaxation_is_tight_on_a_chain() -> None:
+    assert lower_bound(chain(6), 400) == 3.0  # what the ILP proves optimal
+
+
+def test_relaxation_floor_is_a_step_that_alone_needs_the_bytes() -> None:
+    graph = chain(6)
+    relaxed = relaxation(graph)
+    assert relaxed.floor_units() * relaxed.problem.mem_unit == 300  # g_i: grad, input, output
+    assert lower_bound(graph, 299) is None
+    floor = find_floor(graph)
+    assert floor.bytes == 300 and floor.proven
+    assert simulate(graph, floor.plan.schedule, floor.plan.boundary).peak == 300
+
+
+@settings(max_examples=20, deadline=None)
+@given(rng=st.randoms(use_true_random=False), forward_ops=st.integers(2, 8))
+def test_relaxation_never_exceeds_an_optimal_plan(rng: random.Random, forward_ops: int) -> None:
+    graph = random_training_graph(rng, forward_ops)
+    floor = find_floor(graph).bytes
+    budget = (keep_all_plan(graph).predicted_peak + floor) // 2
+    plan = solve(graph, budget, "ilp", workers=1, time_limit=10.0)
+    bound = lower_bound(graph, budget)
+    assert bound is not None and bound <= plan.recompute_time + 1e-9
