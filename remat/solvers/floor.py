@@ -8,10 +8,9 @@ from typing import NoReturn
 
 from remat.budget import InfeasibleBudgetError
 from remat.ir import Plan, RematGraph
-from remat.solvers._common import fast_plan, lowest_peak, make_plan
+from remat.solvers._common import lowest_peak, make_plan
 from remat.solvers.bound import relaxation
 from remat.solvers.cpsat import run_cpsat
-from remat.solvers.evict import eviction_schedule
 from remat.solvers.heuristics import budget_free_plans
 from remat.solvers.ilp_model import RetentionModel
 from remat.solvers.ilp_problem import build_problem
@@ -41,17 +40,11 @@ def find_floor(
     workers: int = 1,
     extra: tuple[Plan, ...] = (),
 ) -> Floor:
-    """The lowest peak among the heuristic plans, the eviction walk's lowest budget (found by
-    bisection) and CP-SAT's minimum-peak plan."""
+    """The lowest peak among the heuristic plans and CP-SAT's minimum-peak plan."""
     start = time.perf_counter()
-    problem = build_problem(graph, copies, recompute_backward=False)
-    known = relaxation(graph).floor_units() * problem.mem_unit
     lowest = lowest_peak([*budget_free_plans(graph), *extra])
-    walked = _walk_floor(graph, known, lowest.predicted_peak, start + time_limit / 3)
-    lowest = lowest_peak([lowest, *walked])
     heuristic = make_plan(graph, lowest.schedule, lowest.boundary, solver=lowest.solver)
-    if heuristic.predicted_peak <= known:
-        return Floor(heuristic.predicted_peak, True, heuristic)
+    problem = build_problem(graph, copies, recompute_backward=False)
     built = RetentionModel(problem, capacity=None, minimize="peak")
     left = time_limit - (time.perf_counter() - start)
     run = run_cpsat(built, _Search(workers=workers), left, heuristic.schedule, lambda _: None)
@@ -60,23 +53,11 @@ def find_floor(
     plan = make_plan(graph, run.schedule, run.boundary, solver="floor")
     best = lowest_peak([heuristic, plan])
     bound_bytes = (run.bound or 0) * problem.mem_unit
-    proven = best.predicted_peak <= known or (run.optimal and best.predicted_peak <= bound_bytes)
+    relaxed = relaxation(graph, problem)
+    proven = best.predicted_peak <= relaxed.floor_units() * problem.mem_unit or (
+        run.optimal and best.predicted_peak <= bound_bytes
+    )
     return Floor(best.predicted_peak, proven, best)
-
-
-def _walk_floor(graph: RematGraph, low: int, high: int, deadline: float) -> list[Plan]:
-    """Bisect the budget at which the eviction walk still finds a plan (it recomputes as often
-    as it needs, beyond any model's copies)."""
-    found: list[Plan] = []
-    while low < high and time.perf_counter() < deadline:
-        middle = (low + high) // 2
-        walk = eviction_schedule(graph, middle, weight=0.5, deadline=deadline)
-        if walk is None:
-            low = middle + 1
-            continue
-        found.append(fast_plan(graph, *walk, solver="evict", notes=("evict: floor search",)))
-        high = min(middle, found[-1].predicted_peak) - 1
-    return found
 
 
 def floor_or_raise(graph: RematGraph, budget: int, heuristics: list[Plan], deadline: float) -> Plan:
