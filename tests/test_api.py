@@ -103,7 +103,27 @@ def test_same_results_as_eager_and_peak_within_budget(case: ModelCase):
     floor, middle, keep_all = _budgets(case)
     assert floor <= middle <= keep_all
     for budget in (middle, floor):
-        compiled = _check_at_budget(case, budget)
-    if case.name == "gpt_dropout":
-        # At the floor dropout is recomputed: equal gradients above mean its masks were replayed.
-        assert any(g.replayed_random_ops for g in compiled.remat_plan.graphs)
+        _check_at_budget(case, budget)
+
+
+def test_recomputed_dropout_replays_its_masks(monkeypatch):
+    """A plan that recomputes everything it can: dropout runs again in the backward."""
+    import remat.solvers as solvers
+    from remat.solvers._common import make_plan
+    from remat.solvers.lazy import schedule_from_kept
+
+    def recompute_all(graph, budget, **_):
+        order, boundary = schedule_from_kept(graph, ())
+        return make_plan(graph, order, boundary, solver="test", budget=budget)
+
+    monkeypatch.setattr(solvers, "solve", recompute_all)
+    case = next(c for c in CASES if c.name == "gpt_dropout")
+    torch.manual_seed(0)
+    reference = case.build()
+    model = copy.deepcopy(reference)
+    compiled = remat.compile(model, budget=1.0)
+    args, kwargs = _fresh_inputs(case)
+    out, _ = _run(compiled, case, args, kwargs)
+    ref_out, _ = _run(reference, case, *_fresh_inputs(case))
+    _assert_same_step(model, reference, out, ref_out, args, args)
+    assert any(g.replayed_random_ops for g in compiled.remat_plan.graphs)
