@@ -72,6 +72,7 @@ def row(name: str, fraction: float, method: str, time_limit: float, workers: int
     try:
         if method == "ours":
             plan: Plan | None = solve_literature(path, fraction, time_limit, workers=workers)
+            # copies=3 by default (remat.graphs.LITERATURE_CONFIG)
         else:
             plan = moccasin_style(graph, budget, time_limit, workers)
     except InfeasibleBudgetError as error:

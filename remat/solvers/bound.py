@@ -47,9 +47,13 @@ class Relaxation:
         return max(self.fixed, default=0)
 
 
-def relaxation(graph: RematGraph, problem: Problem | None = None) -> Relaxation:
-    """The gaps of every stored value and the fixed demand of every step."""
-    problem = problem or build_problem(graph, copies=2, recompute_backward=False)
+def relaxation(graph: RematGraph) -> Relaxation:
+    """The gaps of every stored value and the fixed demand of every step.
+
+    Every recomputable op may be recomputed here, backward ops included (heuristics do), so the
+    bound holds for every plan, not only for the ILP model's.
+    """
+    problem = build_problem(graph, copies=2, recompute_backward=True)
     count, boundary = len(graph.ops), graph.boundary
     reads: dict[int, list[int]] = {}
     for op in graph.ops:
@@ -101,6 +105,14 @@ def _add_fixed(fixed: list[int], gap: Gap, boundary: int, count: int) -> None:
         fixed[count] += gap.size
 
 
+@dataclass(frozen=True)
+class Solved:
+    bound: float
+    """Seconds of recompute every plan within the budget needs."""
+    dropped: tuple[Gap, ...]
+    """The best solution's dropped gaps (a hint where to recompute; empty if none found)."""
+
+
 def lower_bound(
     graph: RematGraph,
     budget: int,
@@ -109,7 +121,19 @@ def lower_bound(
     max_terms: int = 200_000,
 ) -> float | None:
     """Seconds of recompute every plan within `budget` needs; None if the budget is below the
-    relaxation's floor (no plan fits).
+    relaxation's floor (no plan fits)."""
+    solved = solve_relaxation(graph, budget, time_limit, workers, max_terms)
+    return None if solved is None else solved.bound
+
+
+def solve_relaxation(
+    graph: RematGraph,
+    budget: int,
+    time_limit: float = 5.0,
+    workers: int = 1,
+    max_terms: int = 200_000,
+) -> Solved | None:
+    """The relaxation's bound and best solution; None if the budget is below its floor.
 
     Only the steps most over the budget are constrained, up to `max_terms` coefficients (any
     subset of the steps still gives a valid bound, a weaker one).
@@ -122,17 +146,20 @@ def lower_bound(
     model = cp_model.CpModel()
     dropped = [model.new_bool_var("") for _ in relaxed.gaps]
     chosen = _worst_steps(relaxed, capacity, graph.boundary, max_terms)
+    extra, extra_cost = _input_terms(model, relaxed, dropped, chosen)
     for position, items in _terms(relaxed, dropped, graph.boundary, chosen).items():
         kept = sum(size for size, _ in items) - sum(size * lit for size, lit in items)
-        model.add(kept <= capacity - relaxed.fixed[position])
-    model.minimize(_cost(model, relaxed, dropped))
+        model.add(kept + sum(extra.get(position, [])) <= capacity - relaxed.fixed[position])
+    model.minimize(_cost(model, relaxed, dropped) + extra_cost)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit
     solver.parameters.num_workers = workers
     status = solver.solve(model)
     if status == cp_model.INFEASIBLE:
         return None
-    return problem.seconds(solver.best_objective_bound)
+    found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+    dropped = tuple(g for g, lit in zip(relaxed.gaps, dropped) if found and solver.value(lit))
+    return Solved(problem.seconds(solver.best_objective_bound), dropped)
 
 
 def _worst_steps(relaxed: Relaxation, capacity: int, boundary: int, max_terms: int) -> set[int]:
@@ -180,6 +207,82 @@ def _terms(
         if count in chosen and gap.after < boundary <= gap.before:
             terms[count].append((gap.size, literal))
     return terms
+
+
+def _input_terms(
+    model: cp_model.CpModel,
+    relaxed: Relaxation,
+    dropped: list[cp_model.IntVar],
+    chosen: set[int],
+) -> tuple[dict[int, list[cp_model.LinearExprT]], cp_model.LinearExprT]:
+    """What a recomputation needs: its inputs, alive when it runs.
+
+    Dropping gap G of t (produced by u) means t is missing at some step e inside G and u runs
+    again after e. If an input s of u is dead at e in the reference order (its last read is
+    earlier), then at e either t is there, or s is (u reads it later), or s is produced again
+    after e (one more run of s's producer). So e holds at least min(size t, size s) unless s is
+    recomputed. Each (s, e) is credited to one gap only, the one with the largest such term, so
+    nothing is counted twice.
+    """
+    problem, graph = relaxed.problem, relaxed.problem.graph
+    last_read = _last_reads(relaxed)
+    steps = sorted(p for p in chosen if p < len(relaxed.fixed) - 1)
+    claims: dict[tuple[int, int], tuple[int, int]] = {}
+    for index, gap in enumerate(relaxed.gaps):
+        found = _largest_dead_input(graph, problem, gap, last_read)
+        if found is None:
+            continue
+        source, size = found
+        low = bisect.bisect_left(steps, max(gap.after, last_read[source]) + 1)
+        high = bisect.bisect_left(steps, gap.before)
+        for position in steps[low:high]:
+            weight = min(gap.size, size)
+            if claims.get((source, position), (0, -1))[0] < weight:
+                claims[(source, position)] = (weight, index)
+    runs: dict[int, cp_model.IntVar] = {}
+    pays: dict[tuple[int, int], cp_model.IntVar] = {}
+    extra: dict[int, list[cp_model.LinearExprT]] = {}
+    for (source, position), (weight, index) in claims.items():
+        key = (index, source)
+        if key not in pays:
+            pays[key] = model.new_bool_var("")
+            model.add_implication(pays[key], dropped[index])
+            producer = graph.tensors[source].producer
+            assert producer is not None
+            runs.setdefault(producer, model.new_bool_var(""))
+            model.add_implication(pays[key], runs[producer])
+        extra.setdefault(position, []).append(weight * (dropped[index] - pays[key]))
+    return extra, sum(problem.cost[p] * var for p, var in runs.items())
+
+
+def _last_reads(relaxed: Relaxation) -> dict[int, int]:
+    """Last position each stored tensor is read (or produced) in the reference order."""
+    graph, problem = relaxed.problem.graph, relaxed.problem
+    last: dict[int, int] = {}
+    for op in graph.ops:
+        for tensor in op.outputs:
+            last[tensor] = op.id
+        for tensor in problem.reads[op.id]:
+            last[tensor] = op.id
+    for tensor in graph.outputs:
+        last[tensor] = len(graph.ops)
+    return last
+
+
+def _largest_dead_input(
+    graph: RematGraph, problem: Problem, gap: Gap, last_read: dict[int, int]
+) -> tuple[int, int] | None:
+    """The biggest input of the gap's producer that dies before the gap closes."""
+    late = set(graph.late_inputs)
+    best: tuple[int, int] | None = None
+    for source in problem.reads[gap.producer]:
+        producer = graph.tensors[source].producer
+        size = problem.size[source]
+        if producer is None or source in late or not size or problem.copies[producer] < 2:
+            continue
+        if last_read[source] < gap.before - 1 and (best is None or size > best[1]):
+            best = (source, size)
+    return best
 
 
 def _cost(

@@ -8,9 +8,10 @@ from typing import NoReturn
 
 from remat.budget import InfeasibleBudgetError
 from remat.ir import Plan, RematGraph
-from remat.solvers._common import lowest_peak, make_plan
+from remat.solvers._common import fast_plan, lowest_peak, make_plan
 from remat.solvers.bound import relaxation
 from remat.solvers.cpsat import run_cpsat
+from remat.solvers.evict import eviction_schedule
 from remat.solvers.heuristics import budget_free_plans
 from remat.solvers.ilp_model import RetentionModel
 from remat.solvers.ilp_problem import build_problem
@@ -39,12 +40,24 @@ def find_floor(
     copies: int = 2,
     workers: int = 1,
     extra: tuple[Plan, ...] = (),
+    walk: bool = False,
 ) -> Floor:
-    """The lowest peak among the heuristic plans and CP-SAT's minimum-peak plan."""
+    """The lowest peak among the heuristic plans and CP-SAT's minimum-peak plan.
+
+    walk=True also bisects the budget at which the eviction walk still finds a plan: it
+    recomputes as often as it needs (a chain's floor can drop severalfold) but its plans run
+    some ops many times.
+    """
     start = time.perf_counter()
-    lowest = lowest_peak([*budget_free_plans(graph), *extra])
-    heuristic = make_plan(graph, lowest.schedule, lowest.boundary, solver=lowest.solver)
     problem = build_problem(graph, copies, recompute_backward=False)
+    known = relaxation(graph).floor_units() * problem.mem_unit
+    lowest = lowest_peak([*budget_free_plans(graph), *extra])
+    if walk:
+        found = _walk_floor(graph, known, lowest.predicted_peak, start + time_limit / 3)
+        lowest = lowest_peak([lowest, *found])
+    heuristic = make_plan(graph, lowest.schedule, lowest.boundary, solver=lowest.solver)
+    if heuristic.predicted_peak <= known:
+        return Floor(heuristic.predicted_peak, True, heuristic)
     built = RetentionModel(problem, capacity=None, minimize="peak")
     left = time_limit - (time.perf_counter() - start)
     run = run_cpsat(built, _Search(workers=workers), left, heuristic.schedule, lambda _: None)
@@ -53,17 +66,29 @@ def find_floor(
     plan = make_plan(graph, run.schedule, run.boundary, solver="floor")
     best = lowest_peak([heuristic, plan])
     bound_bytes = (run.bound or 0) * problem.mem_unit
-    relaxed = relaxation(graph, problem)
-    proven = best.predicted_peak <= relaxed.floor_units() * problem.mem_unit or (
-        run.optimal and best.predicted_peak <= bound_bytes
-    )
+    proven = best.predicted_peak <= known or (run.optimal and best.predicted_peak <= bound_bytes)
     return Floor(best.predicted_peak, proven, best)
+
+
+def _walk_floor(graph: RematGraph, low: int, high: int, deadline: float) -> list[Plan]:
+    """Bisect the budget at which the eviction walk still finds a plan (it recomputes as often
+    as it needs, beyond any model's copies)."""
+    found: list[Plan] = []
+    while low < high and time.perf_counter() < deadline:
+        middle = (low + high) // 2
+        walk = eviction_schedule(graph, middle, weight=0.5, deadline=deadline)
+        if walk is None:
+            low = middle + 1
+            continue
+        found.append(fast_plan(graph, *walk, solver="evict", notes=("evict: floor search",)))
+        high = min(middle, found[-1].predicted_peak) - 1
+    return found
 
 
 def floor_or_raise(graph: RematGraph, budget: int, heuristics: list[Plan], deadline: float) -> Plan:
     """The floor plan if it fits `budget`; otherwise raise InfeasibleBudgetError with the floor."""
     left = max(1.0, deadline - time.perf_counter())
-    floor = find_floor(graph, left, extra=tuple(heuristics))
+    floor = find_floor(graph, left, extra=tuple(heuristics), walk=True)
     if floor.plan.predicted_peak <= budget:
         return floor.plan
     _raise(budget, floor)

@@ -1,16 +1,24 @@
 """`ilp`: the retention-interval CP-SAT model, warm-started and checked by the simulator.
 
-Flow: score the heuristic plans (keep-all, lazy, sqrt, eviction) -> build the CP-SAT model at the
-budget and hint it with the best heuristic plan that fits -> decode CP-SAT's schedule and replay
-it in the simulator (if its peak exceeds the budget, a model mismatch, shrink the capacity and
-retry) -> return the cheapest simulated plan within the budget, CP-SAT's or a heuristic's, so the
-result is never worse than sqrt's where sqrt fits. Where CP-SAT proves its plan optimal and time
-is left, a second pass picks, among plans of that cost, the one with the lowest peak (this keeps
-the solver monotone: a lower budget never gets a higher peak).
+Flow, within `time_limit` seconds of wall clock:
+1. heuristics (heuristics.py): keep-all, the lazy and sqrt families, eviction and splitting;
+2. the gap relaxation (bound.py): a lower bound valid for any number of recomputations; a
+   heuristic plan that meets it is optimal and the search stops there;
+3. local search (local.py) from the best heuristic plan within the budget;
+4. CP-SAT on the retention-interval model (ilp_model.py), hinted with the best plan it can
+   express; its schedule is replayed in the simulator, and if the peak overshoots (a model
+   mismatch) the capacity shrinks and CP-SAT runs again; after an optimal solve, leftover time
+   picks the lowest peak among plans of that cost (this keeps the solver monotone: a lower
+   budget never gets a higher peak).
+The result is the cheapest simulated plan within the budget among all of these, so it is never
+worse than sqrt's where sqrt fits. Its lower bound is the larger of the relaxation's and
+CP-SAT's (the latter holds for the model: at most `copies` executions per op, first executions
+in the reference order).
 
-Determinism: with workers=1 and a fixed seed the search is deterministic, except where the wall
-clock stops it; with several workers CP-SAT's portfolio races, and a time-limited run may return
-different plans of the same or different cost. Tests use workers=1 on graphs solved to optimality.
+Determinism: with workers=1 and a fixed seed, a run that ends by proving optimality or by the
+local search's patience is deterministic; a run stopped by the wall clock (big graphs) may
+differ from one run to the next, and so may any run with several CP-SAT workers. Tests use
+workers=1 on graphs that are solved to optimality.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from dataclasses import dataclass, replace
 from remat.ir import Plan, PlanStatus, RematGraph
 from remat.solvers._common import confirmed_best, lowest_peak, make_plan, plan_order
 from remat.solvers.base import ProgressCallback, register
-from remat.solvers.bound import lower_bound
+from remat.solvers.bound import Solved, solve_relaxation
 from remat.solvers.cpsat import CpSatRun, run_cpsat
 from remat.solvers.floor import floor_or_raise
 from remat.solvers.heuristics import warm_start_plans
@@ -30,6 +38,7 @@ from remat.solvers.ilp_decode import representable
 from remat.solvers.ilp_model import RetentionModel
 from remat.solvers.ilp_problem import Problem, build_problem
 from remat.solvers.local import improve
+from remat.solvers.split import schedule_from_gaps
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +115,15 @@ class IlpSolver:
             f"heuristics: {len(heuristics)} plans, best within budget: "
             + (f"{warm.recompute_time:.6g} s recompute" if warm else "none")
         )
-        relaxed = self._relaxed_bound(graph, budget, limit)
+        solved = self._relaxed(graph, budget, limit)
+        relaxed = None if solved is None else solved.bound
+        if solved is not None and solved.dropped and not _reaches(warm, relaxed):
+            until = time.perf_counter() + _HEURISTIC_SHARE * (deadline - time.perf_counter())
+            guided = schedule_from_gaps(graph, budget, solved.dropped, self.config.copies, until)
+            if guided is not None:
+                heuristics.append(guided)
+                warm = confirmed_best(graph, heuristics, budget)
+                self._say(f"relaxation's plan: {guided.recompute_time:.6g} s recompute")
         problem = build_problem(graph, self.config.copies, self.config.recompute_backward)
         run, exact = None, None
         if relaxed is not None and not _reaches(warm, relaxed):
@@ -140,12 +157,13 @@ class IlpSolver:
             plan if plan.predicted_peak <= budget and plan_order(plan) < plan_order(warm) else warm
         )
 
-    def _relaxed_bound(self, graph: RematGraph, budget: int, limit: float) -> float | None:
-        """The gap relaxation's bound (bound.py); None when it proves the budget infeasible."""
+    def _relaxed(self, graph: RematGraph, budget: int, limit: float) -> Solved | None:
+        """The gap relaxation (bound.py); None when it proves the budget infeasible."""
         seconds = min(_BOUND_SHARE * limit, _BOUND_MAX_S)
         terms = int(min(max(_BOUND_TERMS_PER_S * seconds, 5_000), 400_000))
-        found = lower_bound(graph, budget, seconds, self.config.workers, terms)
-        self._say("relaxation: infeasible" if found is None else f"relaxation: bound {found:.6g} s")
+        found = solve_relaxation(graph, budget, seconds, self.config.workers, terms)
+        line = "infeasible" if found is None else f"bound {found.bound:.6g} s"
+        self._say(f"relaxation: {line}")
         return found
 
     @staticmethod

@@ -19,11 +19,13 @@ from remat.solvers.split import Schedule, canonical, split_schedule
 
 _WINDOWS = (0.02, 0.05, 0.1, 0.2)
 """Window widths, as shares of the stages, drawn at random per move."""
+_SCATTER = 0.0
+"""Share of moves that remove a random tenth of all recomputations instead of a window."""
 _TEMPERATURE = 0.02
 """A move may cost this much more (relative) at the start; the allowance shrinks to 0."""
 _PRUNE_TRIES = 40
 _PATIENCE = 400
-"""Moves in a row without a new best after which the search stops."""
+"""Moves in a row without a new best after which the search stops (at least; 3 per op)."""
 
 
 def _extras(schedule: tuple[int, ...]) -> list[int]:
@@ -98,7 +100,8 @@ def improve(
     current = best = canonical(graph, start[0])
     current_cost = best_cost = fast_simulate(graph, *best).recompute_time
     moves = last_gain = 0
-    while time.perf_counter() < deadline and moves - last_gain < _PATIENCE:
+    patience = max(_PATIENCE, 3 * count)
+    while time.perf_counter() < deadline and moves - last_gain < patience:
         if best_cost <= floor_cost * (1 + 1e-9):
             break
         moves += 1
@@ -106,7 +109,12 @@ def improve(
         low = rng.randrange(0, max(1, count - width))
         high = low + width
         stages = _stages(graph, current[0])
-        removed = {s for s in _extras(current[0]) if low <= stages[s] < high}
+        if rng.random() < _SCATTER:
+            extras = _extras(current[0])
+            removed = set(rng.sample(extras, max(1, len(extras) // 10))) if extras else set()
+            low, high = 0, count
+        else:
+            removed = {s for s in _extras(current[0]) if low <= stages[s] < high}
         repaired = split_schedule(
             graph, budget, _without(graph, current, removed), copies, deadline, rng
         )

@@ -14,11 +14,13 @@ import bisect
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from remat.ir import Plan, RematGraph
 from remat.solvers._common import fast_plan
 from remat.solvers._fastsim import FastResult, fast_simulate
+from remat.solvers.bound import Gap
 
 Schedule = tuple[tuple[int, ...], int]
 
@@ -214,3 +216,20 @@ def split_plans(
         return []
     pruned = prune(graph, budget, found, deadline)
     return [fast_plan(graph, *pruned, solver="split", notes=("split: from keep-all",))]
+
+
+def schedule_from_gaps(
+    graph: RematGraph, budget: int, gaps: Iterable[Gap], copies: int, deadline: float
+) -> Plan | None:
+    """A plan from the relaxation's dropped gaps: recompute each value just before the read that
+    closes its gap, then split until the peak fits (inputs kept alive longer cost memory the
+    relaxation did not see) and prune."""
+    schedule = list(range(len(graph.ops)))
+    for before, producer in sorted(((gap.before, gap.producer) for gap in gaps), reverse=True):
+        schedule.insert(before, producer)
+    start = canonical(graph, tuple(schedule))
+    found = split_schedule(graph, budget, start, copies, deadline)
+    if found is None:
+        return None
+    pruned = prune(graph, budget, found, deadline)
+    return fast_plan(graph, *pruned, solver="split", notes=("split: from the relaxation",))

@@ -60,7 +60,7 @@ def test_relaxation_floor_is_a_step_that_alone_needs_the_bytes() -> None:
     relaxed = relaxation(graph)
     assert relaxed.floor_units() * relaxed.problem.mem_unit == 300  # g_i: grad, input, output
     assert lower_bound(graph, 299) is None
-    floor = find_floor(graph)
+    floor = find_floor(graph, walk=True)
     assert floor.bytes == 300 and floor.proven
     assert simulate(graph, floor.plan.schedule, floor.plan.boundary).peak == 300
 
