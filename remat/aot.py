@@ -24,7 +24,7 @@ from remat.capture import CapturedGraph, Priced, capture_joint
 from remat.ir import Plan
 from remat.rewrite import rewrite
 from remat.simulate import simulate
-from remat.workspace import measure_workspaces
+from remat.workspace import measure_storage_bytes, measure_workspaces
 
 logger = logging.getLogger(__name__)
 
@@ -85,18 +85,33 @@ class Planner:
         prices: Callable[[fx.GraphModule, torch.device], Mapping[fx.Node, Priced]],
         trainable_grad_bytes: Callable[[], int] | None = None,
         inner: InnerCompilers | None = None,
+        held: Callable[[], int] | None = None,
+        reserve: Callable[[], int] | None = None,
     ) -> None:
+        """`held`: bytes the step's other graphs keep alive while the next one is planned;
+        default: what the graphs planned before it for the same key carry to their backward.
+        `reserve`: bytes withheld from the next graph's budget besides `held` (the torch.compile
+        backend's measured excess of Inductor's code over the plan); default none."""
         self.options = options
         self._inner = inner or InnerCompilers()
         self._prices = prices
         self._trainable_grad_bytes = trainable_grad_bytes
+        self._held = held
+        self._reserve = reserve
         self.steps: dict[tuple, StepPlans] = {}
         self.current_key: tuple = ()
 
     def plans_for(self, key: tuple) -> StepPlans:
         return self.steps.setdefault(key, StepPlans())
 
-    def backend(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+    def backend(
+        self,
+        gm: fx.GraphModule,
+        example_inputs: Sequence[Any],
+        inner: InnerCompilers | None = None,
+    ) -> Callable:
+        """`inner` overrides the planner's inner compilers for this graph (Inductor's are made
+        per graph: they carry the graph's id and output count)."""
         grads_here = sum(
             _nbytes(x)
             for x in example_inputs
@@ -106,7 +121,7 @@ class Planner:
         def partition(joint: fx.GraphModule, joint_inputs: Any, *, num_fwd_outputs: int, **_: Any):
             return self._partition(joint, num_fwd_outputs, grads_here)
 
-        inner = self._inner
+        inner = inner or self._inner
         return aot_module_simplified(
             gm,
             example_inputs,
@@ -130,6 +145,7 @@ class Planner:
             num_fwd_outputs,
             self._prices(joint, device),
             workspaces=measure_workspaces(joint, device),
+            storage_bytes=measure_storage_bytes(joint, device),
             boundary_reserve=self.options.loss_reserve,
             name=f"graph{len(step.graphs)}",
         )
@@ -137,24 +153,30 @@ class Planner:
         other_grads = 0
         if self._trainable_grad_bytes is not None:
             other_grads = max(0, self._trainable_grad_bytes() - grads_here)
-        held = step.carried_bytes + other_grads
+        carried = self._held() if self._held is not None else step.carried_bytes
+        held = carried + other_grads
         step_budget = self.options.budget.resolve(keep_all.predicted_peak + held)
+        reserve = self._reserve() if self._reserve is not None else 0
         config: dict[str, Any] = {}
         if self.options.time_limit is not None:
             config["time_limit"] = self.options.time_limit
         if self.options.progress is not None:
             config["progress"] = self.options.progress
         try:
-            plan = solve(captured.graph, step_budget - held, solver=self.options.solver, **config)
+            plan = solve(
+                captured.graph, step_budget - held - reserve, solver=self.options.solver, **config
+            )
         except InfeasibleBudgetError as error:
-            # Say it in the step's terms: what the other graphs hold comes on top of this floor.
-            detail = ""
+            # Say it in the step's terms: what the other graphs hold comes on top of this floor
+            # (and the solver's word on whether the floor is proven stays).
+            details = [error.detail] if error.detail else []
             if held:
-                detail = (
+                details.append(
                     f"graph {len(step.graphs)} of the step; {format_bytes(held)} held by the "
                     "step's other graphs: removing graph breaks lets remat plan the step whole"
                 )
-            raise InfeasibleBudgetError(step_budget, error.floor + held, detail) from None
+            floor = error.floor + held + reserve
+            raise InfeasibleBudgetError(step_budget, floor, "; ".join(details)) from None
         rewritten = rewrite(joint, captured, plan, num_fwd_outputs)
         step.graphs.append(
             GraphPlan(
@@ -162,7 +184,7 @@ class Planner:
                 captured=captured,
                 plan=plan,
                 keep_all_peak=keep_all.predicted_peak,
-                budget_bytes=step_budget - held,
+                budget_bytes=step_budget - held - reserve,
                 step_budget_bytes=step_budget,
                 held_elsewhere=held,
                 saved_names=rewritten.saved,

@@ -37,6 +37,7 @@ class InfeasibleBudgetError(BudgetError):
     def __init__(self, budget: int, floor: int, detail: str = "") -> None:
         self.budget = budget
         self.floor = floor
+        self.detail = detail
         message = (
             f"budget {format_bytes(budget)} ({budget} bytes) is below the smallest feasible "
             f"budget for this step, {format_bytes(floor)} ({floor} bytes); "

@@ -60,14 +60,17 @@ def capture_joint(
     prices: Mapping[fx.Node, Priced],
     *,
     workspaces: Mapping[fx.Node, int] | None = None,
+    storage_bytes: Mapping[fx.Node, int] | None = None,
     boundary_reserve: int | None = None,
     name: str = "graph",
 ) -> CapturedGraph:
     """Build the solver's view of `joint` (a graph of primals_*/tangents_* placeholders).
 
     `workspaces`: scratch bytes an op allocates and frees inside itself (remat.workspace).
+    `storage_bytes`: real storage bytes of results whose fake tensors understate them.
     """
     workspaces = workspaces or {}
+    storage_bytes = storage_bytes or {}
     nodes = list(joint.graph.nodes)
     output_node = next(n for n in reversed(nodes) if n.op == "output")
     outs = list(output_node.args[0])
@@ -91,7 +94,8 @@ def capture_joint(
                 alias = storage_owner[key]
             else:
                 storage_owner[key] = len(tensors)
-                size = _allocated_bytes(value.untyped_storage().nbytes(), device)
+                nbytes = storage_bytes.get(node, value.untyped_storage().nbytes())
+                size = _allocated_bytes(nbytes, device)
         tensor = Tensor(len(tensors), node.name, size, producer, alias)
         tensor_index[node] = tensor.id
         tensors.append(tensor)
@@ -255,7 +259,11 @@ def _make_op(
         time=price.time_s,
         flops=price.flops,
         phase=Phase.FORWARD if in_forward else Phase.BACKWARD,
-        recomputable=in_forward and _is_pure(node) and _recompute_safe_with_mutation(node, mutated),
+        # A pure backward op (a detach or view of a saved value) may run again too; only the
+        # RNG-state ops and impure ones may not.
+        recomputable=_is_pure(node)
+        and _recompute_safe_with_mutation(node, mutated)
+        and (in_forward or not is_random(node)),
         random=is_random(node),
         transient_bytes=transient,
         module_path=module_path(node),

@@ -48,11 +48,12 @@ class RematPlanReport:
     @classmethod
     def from_step(cls, step: StepPlans, options: PlanOptions) -> RematPlanReport:
         summaries = tuple(_summarize(item) for item in step.graphs)
-        first = step.graphs[0]
         # Each graph was planned with what the others hold; the step's figures are the worst.
+        # A fractional budget resolves per graph against the keep-all peak that graph sees, so
+        # the step's budget is the largest of those (= the fraction of keep_all_peak below).
         return cls(
             budget=options.budget.describe(),
-            step_budget_bytes=first.step_budget_bytes,
+            step_budget_bytes=max(g.step_budget_bytes for g in step.graphs),
             keep_all_peak=max(g.keep_all_peak + g.held_elsewhere for g in step.graphs),
             predicted_peak=max(
                 s.predicted_peak + g.held_elsewhere

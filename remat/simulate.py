@@ -10,6 +10,7 @@ step is everything live while that op runs: its inputs, its outputs and its tran
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -163,6 +164,14 @@ def _trace_reads(
     if missing:
         names = ", ".join(sorted(graph.ops[i].name for i in missing)[:5])
         raise InvalidScheduleError(f"{len(missing)} ops never run (every op must run): {names}")
+    runs = Counter(schedule)
+    repeated = sorted(
+        graph.ops[i].name for i, n in runs.items() if n > 1 and not graph.ops[i].recomputable
+    )
+    if repeated:
+        raise InvalidScheduleError(
+            f"ops that may not be recomputed run more than once: {', '.join(repeated[:5])}"
+        )
     forward_outputs = set(graph.forward_outputs)
     for tensor in graph.outputs:
         name = graph.tensors[tensor].name

@@ -1,9 +1,14 @@
-"""Measured scratch memory of ops whose workspace depends on the backend's algorithm choice.
+"""Memory that fake tensors do not show, measured once per distinct call on the device.
 
-A convolution's oneDNN (CPU) or cuDNN (CUDA) implementation allocates blocked copies and
-workspaces beside its outputs; their size depends on shapes, strides and the algorithm picked,
-so it is measured, not guessed: each distinct call is run once on random data of the traced
-shapes, and its peak above the outputs is its transient bytes.
+- Scratch: a convolution's oneDNN (CPU) or cuDNN (CUDA) implementation allocates blocked copies
+  and workspaces beside its outputs; losses, norms' backwards and fused attention allocate
+  temporaries. Their size depends on shapes and the kernel picked, so it is measured, not
+  guessed: the call is run once on random data of the traced shapes, and its peak above its
+  outputs is its transient bytes.
+- Output storage: some kernels return a small result as a view of a larger buffer (CPU
+  `mse_loss` returns a 0-d view of the squared-error tensor), so the result holds more bytes
+  than its fake tensor's storage says. Ops whose output is smaller than an input are run once
+  and their real storage size recorded.
 """
 
 from __future__ import annotations
@@ -16,13 +21,26 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from remat.measure import measure_peak
 
+_aten = torch.ops.aten
 _MEASURED_OPS = {
-    torch.ops.aten.convolution.default,
-    torch.ops.aten._convolution.default,
-    torch.ops.aten.convolution_backward.default,
+    _aten.convolution.default,
+    _aten._convolution.default,
+    _aten.convolution_backward.default,
+    _aten.mse_loss.default,
+    _aten.mse_loss_backward.default,
+    _aten.native_batch_norm_backward.default,
+    _aten.native_layer_norm_backward.default,
+    _aten._scaled_dot_product_flash_attention_for_cpu.default,
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward.default,
+    _aten._scaled_dot_product_flash_attention.default,
+    _aten._scaled_dot_product_flash_attention_backward.default,
+    _aten._scaled_dot_product_efficient_attention.default,
+    _aten._scaled_dot_product_efficient_attention_backward.default,
 }
+"""Ops measured for scratch memory (others were measured to allocate only their outputs)."""
 
 _cache: dict[tuple, int] = {}
+_storage_cache: dict[tuple, int | None] = {}
 
 
 def measure_workspaces(joint: fx.GraphModule, device: torch.device) -> Mapping[fx.Node, int]:
@@ -37,6 +55,48 @@ def measure_workspaces(joint: fx.GraphModule, device: torch.device) -> Mapping[f
                     _cache[key] = _measure(node, device)
                 result[node] = _cache[key]
     return result
+
+
+def measure_storage_bytes(joint: fx.GraphModule, device: torch.device) -> Mapping[fx.Node, int]:
+    """Real storage bytes of every single-output node whose result is smaller than one of its
+    inputs and, run on `device`, turns out to hold a larger buffer than its fake tensor."""
+    result: dict[fx.Node, int] = {}
+    with unset_fake_temporarily():
+        for node in joint.graph.nodes:
+            if not _may_hide_storage(node):
+                continue
+            key = _key(node, device)
+            if key not in _storage_cache:
+                _storage_cache[key] = _real_storage_bytes(node, device)
+            real = _storage_cache[key]
+            if real is not None:
+                result[node] = real
+    return result
+
+
+def _may_hide_storage(node: fx.Node) -> bool:
+    target = node.target
+    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+        return False
+    if target.is_view or torch.Tag.nondeterministic_seeded in target.tags:
+        return False
+    value = node.meta.get("val")
+    if not isinstance(value, torch.Tensor):
+        return False
+    fake = value.untyped_storage().nbytes()
+    return any(
+        isinstance(v := arg.meta.get("val"), torch.Tensor) and v.untyped_storage().nbytes() > fake
+        for arg in node.all_input_nodes
+    )
+
+
+def _real_storage_bytes(node: fx.Node, device: torch.device) -> int | None:
+    """The output's real storage bytes, or None when it matches the fake tensor's."""
+    args, kwargs = _materialize(node, device)
+    with torch.no_grad():
+        output = node.target(*args, **kwargs)
+    real = output.untyped_storage().nbytes()
+    return real if real != node.meta["val"].untyped_storage().nbytes() else None
 
 
 def _key(node: fx.Node, device: torch.device) -> tuple:
@@ -55,12 +115,15 @@ def _key(node: fx.Node, device: torch.device) -> tuple:
 
 def _real(value: object, device: torch.device) -> object:
     if isinstance(value, torch.Tensor):
-        data = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=device)
-        return data.normal_() if data.is_floating_point() else data.zero_()
+        # Fill the flat storage: expanded (stride-0) layouts cannot be written through the view.
+        span = 1 + sum((size - 1) * stride for size, stride in zip(value.shape, value.stride()))
+        flat = torch.empty(span if value.numel() else 0, dtype=value.dtype, device=device)
+        flat = flat.normal_() if flat.is_floating_point() else flat.zero_()
+        return flat.as_strided(value.shape, value.stride())
     return value
 
 
-def _measure(node: fx.Node, device: torch.device) -> int:
+def _materialize(node: fx.Node, device: torch.device) -> tuple[tuple, dict]:
     def materialize(arg: object) -> object:
         if isinstance(arg, fx.Node):
             return _real(arg.meta.get("val"), device)
@@ -68,8 +131,11 @@ def _measure(node: fx.Node, device: torch.device) -> int:
             return type(arg)(materialize(a) for a in arg)
         return arg
 
-    args = materialize(node.args)
-    kwargs = {k: materialize(v) for k, v in node.kwargs.items()}
+    return materialize(node.args), {k: materialize(v) for k, v in node.kwargs.items()}
+
+
+def _measure(node: fx.Node, device: torch.device) -> int:
+    args, kwargs = _materialize(node, device)
     outputs = node.meta.get("val")
     output_bytes = sum(
         v.untyped_storage().nbytes()

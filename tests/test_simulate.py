@@ -79,6 +79,7 @@ def test_transient_bytes_count_only_while_the_op_runs():
         ([0, 2, 1], 1, "reads 'b' before any op produced it"),
         ([0, 1], 2, "never run"),
         ([0, 1, 2], 3, "late input"),
+        ([0, 1, 2, 2], 2, "may not be recomputed run more than once: bb"),
     ],
 )
 def test_invalid_schedules_are_rejected(schedule, boundary, message):

@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from remat.budget import InfeasibleBudgetError
 from remat.ir import Plan, PlanStatus, RematGraph
-from remat.simulate import simulate
+from remat.simulate import InvalidScheduleError, simulate
 from remat.solvers._fastsim import fast_simulate
 
 
@@ -65,9 +65,12 @@ def fast_plan(
 def confirmed_best(graph: RematGraph, plans: Iterable[Plan], budget: int) -> Plan | None:
     """The cheapest plan within `budget`, replayed by the simulator (ties: lower peak)."""
     for plan in sorted((p for p in plans if p.predicted_peak <= budget), key=plan_order):
-        checked = make_plan(
-            graph, plan.schedule, plan.boundary, solver=plan.solver, notes=plan.notes
-        )
+        try:
+            checked = make_plan(
+                graph, plan.schedule, plan.boundary, solver=plan.solver, notes=plan.notes
+            )
+        except InvalidScheduleError:
+            continue  # a heuristic's slip (e.g. an op rerun that may not be): the next plan
         if checked.predicted_peak <= budget:
             return checked
     return None

@@ -112,6 +112,8 @@ class _Walk:
             producer = graph.tensors[tensor].producer
             if tensor in self.resident or tensor in late or producer is None:
                 continue
+            if not graph.ops[producer].recomputable:
+                raise _NoRoom  # it was dropped and may not run again: no valid schedule here
             if producer not in pending:
                 pending.add(producer)
                 stack.extend(self.problem.reads[producer])
@@ -137,6 +139,13 @@ def eviction_schedule(
     for op in graph.ops:
         for tensor in problem.reads[op.id]:
             readers.setdefault(tensor, []).append(op.id)
+            producer = graph.tensors[tensor].producer
+            if op.recomputable and producer is not None and not graph.ops[producer].recomputable:
+                # A value that cannot be remade (an RNG state) lives as long as a
+                # recomputation of its reader may come.
+                readers[tensor].append(problem.hi[op.id])
+    for uses in readers.values():
+        uses.sort()
     never = 10 * len(graph.ops)
     walk = _Walk(problem, problem.capacity(budget), weight, readers, _pinned(problem), never)
     boundary_index = len(graph.ops)

@@ -6,10 +6,11 @@ import math
 import random
 
 import pytest
-from factories import chain, random_training_graph
+from factories import GraphBuilder, chain, random_training_graph
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from remat.ir import RematGraph
 from remat.simulate import simulate
 from remat.solvers import find_floor, keep_all_plan, solve
 from remat.solvers.bound import lower_bound, relaxation
@@ -74,3 +75,36 @@ def test_relaxation_never_exceeds_an_optimal_plan(rng: random.Random, forward_op
     plan = solve(graph, budget, "ilp", workers=1, time_limit=10.0)
     bound = lower_bound(graph, budget)
     assert bound is not None and bound <= plan.recompute_time + 1e-9
+
+
+def _random_layer_graph(layers: int) -> tuple[RematGraph, list[int]]:
+    """A dropout-like chain: each layer reads an RNG state (made by an op that may not run
+    again), its output read by the next layer and by its backward op."""
+    builder = GraphBuilder("rng-chain")
+    value = builder.input("x")
+    states, layer_ops = [], []
+    for index in range(layers):
+        state = builder.op(f"rng_state{index}", [], 50, time=0.0, recomputable=False)
+        states.append(len(builder.ops) - 1)
+        layer_ops.append((value, builder.op(f"drop{index}", [value, state], 100)))
+        value = layer_ops[-1][1]
+    loss = builder.op("loss", [value], 4)
+    builder.start_backward()
+    grad = builder.input("g", 4, late=True)
+    for layer_input, output in reversed(layer_ops):
+        grad = builder.op(f"b{output}", [grad, output, layer_input], 100, recomputable=False)
+    return builder.build(outputs=(loss, grad), forward_outputs=(loss,)), states
+
+
+def test_eviction_walk_never_reruns_an_rng_state() -> None:
+    graph, states = _random_layer_graph(6)
+    found_any = False
+    for budget in range(keep_all_plan(graph).predicted_peak, 0, -50):
+        for weight in (0.0, 0.5, 1.0):
+            found = eviction_schedule(graph, budget, weight)
+            if found is None:
+                continue
+            found_any = True
+            assert all(found[0].count(op) == 1 for op in states), (budget, weight)
+            assert simulate(graph, *found).peak <= budget
+    assert found_any
