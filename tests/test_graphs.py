@@ -5,18 +5,24 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import networkx as nx
 import pytest
 
+from remat.budget import InfeasibleBudgetError
 from remat.graphs import (
+    graph_from_networkx,
     literature_budget,
     load_literature_graph,
+    node_floor,
     node_order,
+    proven_infeasible,
     read_networkx,
     score_schedule,
     solve_literature,
     topo_peak,
 )
 from remat.simulate import simulate
+from remat.solvers import solve
 
 GRAPHS = Path(__file__).resolve().parents[1] / ".." / "shared" / "remat-graphs"
 if not GRAPHS.is_dir():
@@ -71,3 +77,41 @@ def test_the_scorer_rejects_a_node_run_before_its_input() -> None:
     order[0], order[1] = order[1], order[0]
     with pytest.raises(ValueError, match="before its input"):
         score_schedule(network, order)
+
+
+def test_vgg16_at_0_8_is_proven_infeasible_by_its_last_node() -> None:
+    """Node 44's three inputs and its output exceed ceil(0.8 * topo_peak) at any step that runs
+    it, so no schedule, with any recomputation, fits."""
+    graph = load_literature_graph(GRAPHS / "vgg16_train.json")
+    floor = node_floor(graph)
+    assert floor.node == 44 and floor.bytes == 13_153_337_344
+    assert floor.bytes > literature_budget(graph, 0.8)
+    assert proven_infeasible(graph, literature_budget(graph, 0.8)) is not None
+    assert proven_infeasible(graph, literature_budget(graph, 0.9)) is None
+    with pytest.raises(InfeasibleBudgetError):
+        solve_literature(GRAPHS / "vgg16_train.json", 0.8, time_limit=5.0, workers=1)
+
+
+def _small_network() -> nx.DiGraph:
+    """A chain of 7 nodes with two skip edges (sizes and costs made up)."""
+    network = nx.DiGraph()
+    sizes = [4, 3, 5, 2, 4, 3, 1]
+    for node, size in enumerate(sizes):
+        network.add_node(node, cost_cpu=1 + node % 3, cost_ram=size)
+    network.add_edges_from([(i, i + 1) for i in range(6)] + [(0, 5), (2, 6)])
+    return network
+
+
+def test_the_checkmate_milp_agrees_with_ours_on_a_small_graph() -> None:
+    from benchmarks.literature_milp import checkmate_milp
+
+    network = _small_network()
+    graph = graph_from_networkx(network, "small")
+    budget = literature_budget(graph, 0.7)
+    ours = solve(graph, budget, "ilp", time_limit=10.0, copies=4, workers=1)
+    found = checkmate_milp(graph, budget, time_limit=60.0)
+    assert found["status"] == "optimal"
+    score = score_schedule(network, node_order(graph, found["schedule"]))
+    assert score.peak <= budget
+    assert score.cost == graph.total_time + ours.recompute_time
+    assert ours.lower_bound is not None and ours.lower_bound <= ours.recompute_time

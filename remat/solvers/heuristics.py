@@ -8,13 +8,9 @@ import time
 from remat.ir import Plan, RematGraph
 from remat.solvers._common import fast_plan, reference_schedule
 from remat.solvers.evict import eviction_plans
-from remat.solvers.lazy import Schedule, lazy_family
+from remat.solvers.lazy import Schedule, default_steps, lazy_family
 from remat.solvers.split import split_plans
 from remat.solvers.sqrt import sqrt_family
-
-_STEPS = 12
-"""Kept sets per family up to _STEP_OPS ops; fewer beyond, so 10k-op graphs stay quick."""
-_STEP_OPS = 3000
 
 
 @functools.lru_cache(maxsize=4)
@@ -25,7 +21,7 @@ def budget_free_plans(graph: RematGraph) -> tuple[Plan, ...]:
     """
     family: list[tuple[Schedule, str]] = [(reference_schedule(graph), "keep all")]
     if graph.boundary < len(graph.ops):
-        steps = max(4, min(_STEPS, _STEPS * _STEP_OPS // len(graph.ops)))
+        steps = default_steps(graph)
         family += lazy_family(graph, steps) + sqrt_family(graph, steps)
     seen: set[Schedule] = set()
     plans = []

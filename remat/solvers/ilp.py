@@ -1,10 +1,12 @@
 """`ilp`: the retention-interval CP-SAT model, warm-started and checked by the simulator.
 
-Flow, within `time_limit` seconds of wall clock:
+Flow, within `time_limit` seconds of wall clock (building the models and replaying the result
+included):
 1. heuristics (heuristics.py): keep-all, the lazy and sqrt families, eviction and splitting;
 2. the gap relaxation (bound.py): a lower bound valid for any number of recomputations; a
    heuristic plan that meets it is optimal and the search stops there;
-3. local search (local.py) from the best heuristic plan within the budget;
+3. local search (local.py) from the best heuristic plan within the budget (on big graphs,
+   several chains from the cheapest distinct plans, with most of the time: see _BIG_READS);
 4. CP-SAT on the retention-interval model (ilp_model.py), hinted with the best plan it can
    express; its schedule is replayed in the simulator, and if the peak overshoots (a model
    mismatch) the capacity shrinks and CP-SAT runs again; after an optimal solve, leftover time
@@ -44,15 +46,29 @@ logger = logging.getLogger(__name__)
 
 _HEURISTIC_SHARE = 0.3
 """Share of the time limit after which the heuristics stop splitting and pruning."""
-_BOUND_SHARE = 0.1
+_BOUND_SHARE = 0.15
 """Share of the time limit the gap relaxation's bound may take (bound.py)."""
 _BOUND_MAX_S = 10.0
 _BOUND_TERMS_PER_S = 50_000
 """Coefficients the relaxation may have per second it is given (building it takes time too)."""
 _LOCAL_SHARE = 0.4
 """Share of the time left that local search may take before CP-SAT."""
+_LOCAL_SHARE_BIG = 0.75
+_BIG_READS = 800
+"""From this many reads (edges), local search takes _LOCAL_SHARE_BIG: on the random layered
+graphs of 250 to 1000 nodes (944 to 5875 edges) CP-SAT improved on the local search's plan in
+none of our runs (60 s, two workers), while more chains from other starts did; ResNet50 (751
+edges) still needs CP-SAT's time to prove its plan optimal. A threshold tuned on those graphs."""
+_LOCAL_CHAINS = 4
+"""Local search chains (seeds) at most on big graphs, while that share lasts; one on the
+others, where CP-SAT does better with the time (random_layered_n100 at 0.8: optimal in 54 s
+after 4 chains, 9 s after one)."""
 _REACH_SHARE = 0.5
 """Most of the remaining time the search for a first plan within the budget may take."""
+_WRAP_UP_SHARE = 0.03
+_WRAP_UP_MAX_S = 1.5
+"""Time kept back from the limit for what follows the last search (decoding, the simulator's
+replay, the result): the limit covers the whole solve."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +79,10 @@ class IlpConfig:
     """CP-SAT search workers (threads); more than one makes time-limited runs nondeterministic."""
     copies: int = 2
     """Executions allowed per op in the model: 2 = recompute at most once, 3 = twice."""
+    local_copies: int | None = None
+    """Executions per op the local search may use (None: `copies`). More than `copies` finds
+    cheaper plans on graphs too big for CP-SAT to improve in time (random_layered_n250 at 0.8:
+    4.76% overhead with 5, 5.02% with 3), plans CP-SAT cannot then be hinted with."""
     seed: int = 0
     """CP-SAT's random seed."""
     recompute_backward: bool = False
@@ -85,6 +105,11 @@ class IlpConfig:
             raise ValueError(f"ilp: workers must be >= 1, got {self.workers}; try 1 or 2")
         if self.copies < 1:
             raise ValueError(f"ilp: copies must be >= 1 (1 = never recompute), got {self.copies}")
+        if self.local_copies is not None and self.local_copies < self.copies:
+            raise ValueError(
+                f"ilp: local_copies must be None or >= copies ({self.copies}), "
+                f"got {self.local_copies}"
+            )
         if self.retries < 0:
             raise ValueError(f"ilp: retries must be >= 0, got {self.retries}")
 
@@ -106,7 +131,7 @@ class IlpSolver:
     def solve(self, graph: RematGraph, budget: int) -> Plan:
         start = time.perf_counter()
         limit = self.config.time_limit
-        deadline = start + limit
+        deadline = start + limit - min(_WRAP_UP_SHARE * limit, _WRAP_UP_MAX_S)
         heuristics = warm_start_plans(
             graph, budget, self.config.copies, start + _HEURISTIC_SHARE * limit
         )
@@ -129,9 +154,9 @@ class IlpSolver:
         if relaxed is not None and not _reaches(warm, relaxed):
             if warm is None:
                 warm = self._reach(problem, budget, heuristics, deadline)
-            warm = self._local(graph, budget, warm, relaxed, deadline)
-            fitting = sorted((p for p in heuristics if p.predicted_peak <= budget), key=plan_order)
-            starts = [*fitting, *([warm] if warm else [])]
+            warm = self._local(graph, budget, warm, heuristics, relaxed, deadline)
+            fitting = [p for p in heuristics if p.predicted_peak <= budget]
+            starts = sorted([*fitting, *([warm] if warm else [])], key=plan_order)
             run, exact = self._search(problem, budget, starts, deadline)
         candidates = [plan for plan in (exact, warm) if plan is not None]
         best = min(candidates, key=plan_order) if candidates else None
@@ -142,20 +167,40 @@ class IlpSolver:
         return self._finish(best, run, bounds, budget, time.perf_counter() - start)
 
     def _local(
-        self, graph: RematGraph, budget: int, warm: Plan | None, bound: float, deadline: float
+        self,
+        graph: RematGraph,
+        budget: int,
+        warm: Plan | None,
+        others: list[Plan],
+        bound: float,
+        deadline: float,
     ) -> Plan | None:
-        """Improve the warm start by local search (local.py) for a share of the time left."""
+        """Improve the cheapest plans within the budget by local search (local.py) for a share
+        of the time left: one chain from each of the _LOCAL_CHAINS cheapest distinct plans (a
+        new seed each; they end in different local optima), sharing that time, the best kept."""
         if warm is None or not self.config.local_search:
             return warm
-        until = time.perf_counter() + _LOCAL_SHARE * (deadline - time.perf_counter())
-        found = improve(
-            graph, budget, (warm.schedule, warm.boundary), self.config.copies, until,
-            self.config.seed, self._say, bound,
-        )  # fmt: skip
-        plan = make_plan(graph, *found, solver=self.name, notes=("local search",))
-        return (
-            plan if plan.predicted_peak <= budget and plan_order(plan) < plan_order(warm) else warm
-        )
+        fitting = sorted((p for p in others if p.predicted_peak <= budget), key=plan_order)
+        distinct = list({p.schedule: p for p in [*reversed(fitting), warm]}.values())[::-1]
+        big = sum(len(op.inputs) for op in graph.ops) >= _BIG_READS
+        share = _LOCAL_SHARE_BIG if big else _LOCAL_SHARE
+        until = time.perf_counter() + share * (deadline - time.perf_counter())
+        copies = self.config.local_copies or self.config.copies
+        best = warm
+        chains = distinct[: _LOCAL_CHAINS if big else 1]
+        for chain, start in enumerate(chains):
+            now = time.perf_counter()
+            if now >= until or _reaches(best, bound):
+                break
+            found = improve(
+                graph, budget, (start.schedule, start.boundary), copies,
+                now + (until - now) / (len(chains) - chain), self.config.seed + chain,
+                self._say, bound,
+            )  # fmt: skip
+            plan = make_plan(graph, *found, solver=self.name, notes=("local search",))
+            if plan.predicted_peak <= budget and plan_order(plan) < plan_order(best):
+                best = plan
+        return best
 
     def _relaxed(self, graph: RematGraph, budget: int, limit: float) -> Solved | None:
         """The gap relaxation (bound.py); None when it proves the budget infeasible."""
@@ -177,10 +222,13 @@ class IlpSolver:
     ) -> Plan | None:
         """A first plan within the budget when no heuristic has one: CP-SAT minimising the
         excess of the peak over the budget, from the lowest-peak heuristic plan."""
-        left = (deadline - time.perf_counter()) * _REACH_SHARE
-        if left <= 0.05:
+        until = time.perf_counter() + (deadline - time.perf_counter()) * _REACH_SHARE
+        if until - time.perf_counter() <= 0.05:
             return None
         built = RetentionModel(problem, problem.capacity(budget), minimize="reach")
+        left = until - time.perf_counter()
+        if left <= 0.05:
+            return None
         run = run_cpsat(built, self.config, left, lowest_peak(heuristics).schedule, self._say)
         if run.schedule is None:
             return None
@@ -203,6 +251,9 @@ class IlpSolver:
                 break
             built = RetentionModel(problem, capacity)
             hint = _first_representable(built, starts) if self.config.hint else None
+            left = deadline - time.perf_counter()  # building the model took some of it
+            if left <= 0.05:
+                break
             run = run_cpsat(built, self.config, left, hint, self._say)
             first = first or run
             if run.schedule is None:
@@ -229,6 +280,9 @@ class IlpSolver:
         built = RetentionModel(
             problem, problem.capacity(budget), minimize="peak", max_cost=run.objective
         )
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            return plan
         second = run_cpsat(built, self.config, left, plan.schedule, self._say)
         if second.schedule is None:
             return plan

@@ -131,6 +131,17 @@ def drop_order(graph: RematGraph) -> tuple[int, ...]:
     return tuple(sorted(candidates, key=score))
 
 
+_STEPS = 12
+"""Kept sets per family up to _STEP_OPS ops; fewer beyond, so 10k-op graphs stay quick."""
+_STEP_OPS = 3000
+
+
+def default_steps(graph: RematGraph) -> int:
+    """Sweep size of the lazy and sqrt families: the same for their solvers and for the ILP's
+    warm starts, so the ILP's plan never costs more than theirs."""
+    return max(4, min(_STEPS, _STEPS * _STEP_OPS // max(1, len(graph.ops))))
+
+
 def sweep_counts(total: int, steps: int = 24) -> tuple[int, ...]:
     """About `steps` integers from 0 to `total`, denser near both ends, always both ends."""
     if total <= steps:
@@ -170,12 +181,12 @@ def _bounded(graph: RematGraph, kept: set[int], longest: int) -> Schedule | None
 
 @dataclass(frozen=True, kw_only=True)
 class LazyConfig:
-    steps: int = 24
-    """How many kept sets to try (more: closer to the budget, slower)."""
+    steps: int | None = None
+    """How many kept sets to try (more: closer to the budget, slower); None: default_steps."""
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"lazy: steps must be >= 1, got {self.steps}; try 24")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"lazy: steps must be >= 1 or None, got {self.steps}; try 12")
 
 
 @register("lazy")
@@ -191,7 +202,7 @@ class LazySolver:
         start = time.perf_counter()
         plans = [
             fast_plan(graph, *schedule, solver=self.name, notes=(label,))
-            for schedule, label in lazy_family(graph, self.config.steps)
+            for schedule, label in lazy_family(graph, self.config.steps or default_steps(graph))
         ]
         best = confirmed_best(graph, plans, budget)
         if best is None:

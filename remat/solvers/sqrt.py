@@ -17,7 +17,13 @@ from dataclasses import dataclass, replace
 from remat.ir import Plan, RematGraph
 from remat.solvers._common import confirmed_best, fast_plan, raise_infeasible
 from remat.solvers.base import register
-from remat.solvers.lazy import Schedule, schedule_from_kept, structure, sweep_counts
+from remat.solvers.lazy import (
+    Schedule,
+    default_steps,
+    schedule_from_kept,
+    structure,
+    sweep_counts,
+)
 
 
 def cut_points(graph: RematGraph) -> tuple[int, ...]:
@@ -74,14 +80,14 @@ def sqrt_family(graph: RematGraph, steps: int = 24) -> list[tuple[Schedule, str]
 class SqrtConfig:
     segments: int | None = None
     """A fixed segment count; None sweeps the count and keeps the cheapest plan that fits."""
-    steps: int = 24
-    """How many segment counts the sweep tries."""
+    steps: int | None = None
+    """How many segment counts the sweep tries; None: lazy.default_steps."""
 
     def __post_init__(self) -> None:
         if self.segments is not None and self.segments < 1:
             raise ValueError(f"sqrt: segments must be >= 1 or None, got {self.segments}")
-        if self.steps < 1:
-            raise ValueError(f"sqrt: steps must be >= 1, got {self.steps}; try 24")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"sqrt: steps must be >= 1 or None, got {self.steps}; try 12")
 
 
 @register("sqrt")
@@ -99,7 +105,7 @@ class SqrtSolver:
             cuts = cut_points(graph) or (0,)
             family = [(segment_schedule(graph, cuts, self.config.segments), "sqrt: fixed segments")]
         else:
-            family = sqrt_family(graph, self.config.steps)
+            family = sqrt_family(graph, self.config.steps or default_steps(graph))
         plans = [
             fast_plan(graph, *schedule, solver=self.name, notes=(label,))
             for schedule, label in family

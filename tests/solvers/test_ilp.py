@@ -207,3 +207,18 @@ def test_config_is_validated_with_a_fix(field: str, value: float, message: str) 
 def test_unknown_solver_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="choose one of .*ilp.*sqrt"):
         solve(chain(3), 100, "magic")
+
+
+def test_local_copies_below_copies_is_refused_with_a_fix() -> None:
+    with pytest.raises(ValueError, match="local_copies must be None or >= copies"):
+        IlpConfig(copies=3, local_copies=2)
+
+
+def test_local_search_may_run_ops_more_often_than_the_model() -> None:
+    """local_copies above copies: the plan may run an op more often than the CP-SAT model
+    allows, and it is still simulated within the budget."""
+    graph = chain(12)
+    budget = keep_all_plan(graph).predicted_peak * 2 // 5
+    plan = solve(graph, budget, "ilp", time_limit=5.0, copies=2, local_copies=4)
+    assert simulate(graph, plan.schedule, plan.boundary).peak <= budget
+    assert plan.lower_bound is None or plan.lower_bound <= plan.recompute_time
