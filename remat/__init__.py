@@ -6,12 +6,15 @@ print(model.remat_plan)
 """
 
 from remat.api import RematModule, compile
+from remat.backend import backend, last_plans
+from remat.backend_options import BackendOptionError
 from remat.budget import BudgetError, InfeasibleBudgetError, parse_budget
 from remat.capture import UnsupportedGraphError
 from remat.measure import PeakMeasurement, StepTiming, measure_peak, time_step
 from remat.simulate import InvalidScheduleError
 
 __all__ = [
+    "BackendOptionError",
     "BudgetError",
     "InfeasibleBudgetError",
     "InvalidScheduleError",
@@ -19,7 +22,9 @@ __all__ = [
     "RematModule",
     "StepTiming",
     "UnsupportedGraphError",
+    "backend",
     "compile",
+    "last_plans",
     "measure_peak",
     "parse_budget",
     "time_step",
