@@ -4,5 +4,15 @@ from remat.examples.cnn import ResNetConfig, SmallResNet
 from remat.examples.gpt import GPT, GPTConfig
 from remat.examples.mlp import ResidualMLP
 from remat.examples.unet import UNet
+from remat.examples.vit import ViT, ViTConfig
 
-__all__ = ["GPT", "GPTConfig", "ResNetConfig", "ResidualMLP", "SmallResNet", "UNet"]
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "ResNetConfig",
+    "ResidualMLP",
+    "SmallResNet",
+    "UNet",
+    "ViT",
+    "ViTConfig",
+]
