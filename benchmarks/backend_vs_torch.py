@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import remat
+from benchmarks.core import Workload
 from remat.examples import GPT, GPTConfig, ResNetConfig, SmallResNet
 
 TORCH_BUDGETS = (1.0, 0.5, 0.1)
@@ -51,14 +52,6 @@ class LossOnly(torch.nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.model(idx, targets)[1]
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    build: Callable[[], torch.nn.Module]
-    inputs: Callable[[torch.device], tuple]
-    loss: Callable[[object], torch.Tensor]
 
 
 def workloads(quick: bool) -> list[Workload]:

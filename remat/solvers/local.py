@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from remat.ir import RematGraph
 from remat.solvers._fastsim import fast_simulate
-from remat.solvers.split import Schedule, canonical, split_schedule
+from remat.solvers.split import Schedule, canonical, recomputed_steps, split_schedule
 
 _WINDOWS = (0.02, 0.05, 0.1, 0.2)
 """Window widths, as shares of the stages, drawn at random per move."""
@@ -26,16 +26,6 @@ _TEMPERATURE = 0.02
 _PRUNE_TRIES = 40
 _PATIENCE = 400
 """Moves in a row without a new best after which the search stops (at least; 3 per op)."""
-
-
-def _extras(schedule: tuple[int, ...]) -> list[int]:
-    seen: set[int] = set()
-    steps = []
-    for step, op_id in enumerate(schedule):
-        if op_id in seen:
-            steps.append(step)
-        seen.add(op_id)
-    return steps
 
 
 def _stages(graph: RematGraph, schedule: tuple[int, ...]) -> list[int]:
@@ -67,7 +57,7 @@ def _prune_near(
         if time.perf_counter() > deadline:
             break
         stages = _stages(graph, found[0])
-        steps = [s for s in _extras(found[0]) if low <= stages[s] < high]
+        steps = [s for s in recomputed_steps(found[0]) if low <= stages[s] < high]
         steps.sort(key=lambda s: (-graph.ops[found[0][s]].time, s))
         for step in steps:
             trial = _without(graph, found, {step})
@@ -110,11 +100,11 @@ def improve(
         high = low + width
         stages = _stages(graph, current[0])
         if rng.random() < _SCATTER:
-            extras = _extras(current[0])
+            extras = recomputed_steps(current[0])
             removed = set(rng.sample(extras, max(1, len(extras) // 10))) if extras else set()
             low, high = 0, count
         else:
-            removed = {s for s in _extras(current[0]) if low <= stages[s] < high}
+            removed = {s for s in recomputed_steps(current[0]) if low <= stages[s] < high}
         repaired = split_schedule(
             graph, budget, _without(graph, current, removed), copies, deadline, rng
         )

@@ -14,7 +14,7 @@ import bisect
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from remat.ir import Plan, RematGraph
@@ -183,18 +183,24 @@ def _at_peak(result: FastResult) -> int:
     return sum(1 for v in (*result.timeline, result.boundary_bytes) if v == result.peak)
 
 
+def recomputed_steps(schedule: Sequence[int]) -> list[int]:
+    """Positions in `schedule` of every execution after an op's first (the recomputations)."""
+    seen: set[int] = set()
+    steps = []
+    for step, op_id in enumerate(schedule):
+        if op_id in seen:
+            steps.append(step)
+        seen.add(op_id)
+    return steps
+
+
 def prune(graph: RematGraph, budget: int, found: Schedule, deadline: float) -> Schedule:
     """Drop recomputations, the most expensive first, while the peak stays within `budget`."""
     schedule, boundary = found
     changed = True
     while changed and time.perf_counter() < deadline:
         changed = False
-        seen: set[int] = set()
-        extras = []
-        for step, op_id in enumerate(schedule):
-            if op_id in seen:
-                extras.append(step)
-            seen.add(op_id)
+        extras = recomputed_steps(schedule)
         extras.sort(key=lambda step: (-graph.ops[schedule[step]].time, step))
         for step in extras:
             if time.perf_counter() >= deadline:
