@@ -20,10 +20,11 @@ import torch.fx as fx
 from torch._functorch.aot_autograd import aot_module_simplified
 
 from remat.budget import Budget, InfeasibleBudgetError, format_bytes
-from remat.capture import CapturedGraph, Priced, capture_joint
+from remat.capture import CapturedGraph, Priced, capture_joint, returns_scalar_loss
 from remat.ir import Plan
 from remat.rewrite import rewrite
 from remat.simulate import simulate
+from remat.tangents import accept_missing_gradients, defer_tangents
 from remat.workspace import measure_storage_bytes, measure_workspaces
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ class GraphPlan:
     replayed_random_ops: tuple[str, ...]
     plan_s: float
 
+    @property
+    def carried_bytes(self) -> int:
+        """Bytes this graph keeps live across its forward/backward boundary."""
+        return simulate(self.captured.graph, self.plan.schedule, self.plan.boundary).saved_bytes
+
 
 @dataclass
 class StepPlans:
@@ -69,11 +75,7 @@ class StepPlans:
     @property
     def carried_bytes(self) -> int:
         """Bytes the graphs planned so far keep live across their forward/backward boundary."""
-        total = 0
-        for item in self.graphs:
-            sim = simulate(item.captured.graph, item.plan.schedule, item.plan.boundary)
-            total += sim.saved_bytes
-        return total
+        return sum(item.carried_bytes for item in self.graphs)
 
 
 class Planner:
@@ -100,6 +102,33 @@ class Planner:
         self._reserve = reserve
         self.steps: dict[tuple, StepPlans] = {}
         self.current_key: tuple = ()
+        self._ran: list[GraphPlan] | None = None
+        """Graphs whose forward ran in the current call, when the caller tracks calls."""
+        self.budget_bytes: int | None = options.budget.bytes
+        """The step's budget in bytes: a fraction is resolved on the first planned step and
+        held from then on, so a later, smaller input (an epoch's last batch) fits it too."""
+
+    def freeze_budget(self) -> None:
+        """Resolve a fractional budget for good, from the step planned for the current key."""
+        graphs = self.steps.get(self.current_key, StepPlans()).graphs
+        if self.budget_bytes is None and graphs:
+            self.budget_bytes = max(g.step_budget_bytes for g in graphs)
+
+    def begin_call(self, key: tuple) -> None:
+        """A training call for input signature `key` starts: record which graphs it runs."""
+        self.current_key = key
+        self._ran = []
+
+    def end_call(self) -> None:
+        """The graphs that ran in this call are the step: a graph Dynamo compiled again (a guard
+        failed, e.g. on config a model sets on first use) replaces the one it was compiled for."""
+        ran, self._ran = self._ran, None
+        if not ran:
+            return
+        step = self.plans_for(self.current_key)
+        if [g.captured for g in ran] != [g.captured for g in step.graphs]:
+            step.graphs = list(ran)
+        self.freeze_budget()
 
     def plans_for(self, key: tuple) -> StepPlans:
         return self.steps.setdefault(key, StepPlans())
@@ -118,11 +147,18 @@ class Planner:
             if isinstance(x, torch.nn.Parameter) and x.requires_grad
         )
 
-        def partition(joint: fx.GraphModule, joint_inputs: Any, *, num_fwd_outputs: int, **_: Any):
-            return self._partition(joint, num_fwd_outputs, grads_here)
+        made: list[GraphPlan] = []
 
         inner = inner or self._inner
-        return aot_module_simplified(
+
+        def partition(joint: fx.GraphModule, joint_inputs: Any, *, num_fwd_outputs: int, **_: Any):
+            forward, backward, graph_plan = self._partition(
+                joint, num_fwd_outputs, grads_here, inner.defers_tangents
+            )
+            made.append(graph_plan)
+            return forward, backward
+
+        compiled = aot_module_simplified(
             gm,
             example_inputs,
             fw_compiler=inner.forward,
@@ -131,15 +167,32 @@ class Planner:
             partition_fn=partition,
             decompositions=inner.decompositions,
         )
+        if not made:  # no backward (inference): nothing was planned
+            return compiled
+
+        def run(*args: Any) -> Any:
+            if self._ran is not None:
+                self._ran.append(made[-1])
+            outputs = compiled(*args)
+            if inner.defers_tangents:
+                accept_missing_gradients(outputs)
+            return outputs
+
+        run.__dict__.update(compiled.__dict__)
+        return run
 
     def _partition(
-        self, joint: fx.GraphModule, num_fwd_outputs: int, grads_here: int
-    ) -> tuple[fx.GraphModule, fx.GraphModule]:
+        self, joint: fx.GraphModule, num_fwd_outputs: int, grads_here: int, defer: bool
+    ) -> tuple[fx.GraphModule, fx.GraphModule, GraphPlan]:
         from remat.solvers import keep_all_plan, solve
 
         started = time.perf_counter()
         step = self.plans_for(self.current_key)
         device = _joint_device(joint)
+        absent: frozenset[str] = frozenset()
+        if defer:
+            absent = self._absent_tangents(joint, num_fwd_outputs)
+            defer_tangents(joint, absent)
         captured = capture_joint(
             joint,
             num_fwd_outputs,
@@ -147,15 +200,23 @@ class Planner:
             workspaces=measure_workspaces(joint, device),
             storage_bytes=measure_storage_bytes(joint, device),
             boundary_reserve=self.options.loss_reserve,
-            name=f"graph{len(step.graphs)}",
+            absent_inputs=absent,
+            name=f"graph{self._graph_index(step)}",
         )
         keep_all = keep_all_plan(captured.graph)
         other_grads = 0
         if self._trainable_grad_bytes is not None:
             other_grads = max(0, self._trainable_grad_bytes() - grads_here)
-        carried = self._held() if self._held is not None else step.carried_bytes
+        if self._held is not None:
+            carried = self._held()
+        elif self._ran is not None:
+            carried = sum(g.carried_bytes for g in self._ran)
+        else:
+            carried = step.carried_bytes
         held = carried + other_grads
-        step_budget = self.options.budget.resolve(keep_all.predicted_peak + held)
+        step_budget = self.budget_bytes
+        if step_budget is None:
+            step_budget = self.options.budget.resolve(keep_all.predicted_peak + held)
         reserve = self._reserve() if self._reserve is not None else 0
         config: dict[str, Any] = {}
         if self.options.time_limit is not None:
@@ -172,30 +233,47 @@ class Planner:
             details = [error.detail] if error.detail else []
             if held:
                 details.append(
-                    f"graph {len(step.graphs)} of the step; {format_bytes(held)} held by the "
-                    "step's other graphs: removing graph breaks lets remat plan the step whole"
+                    f"graph {self._graph_index(step)} of the step; {format_bytes(held)} held by "
+                    "the step's other graphs: removing graph breaks lets remat plan the step whole"
                 )
             floor = error.floor + held + reserve
             raise InfeasibleBudgetError(step_budget, floor, "; ".join(details)) from None
         rewritten = rewrite(joint, captured, plan, num_fwd_outputs)
-        step.graphs.append(
-            GraphPlan(
-                index=len(step.graphs),
-                captured=captured,
-                plan=plan,
-                keep_all_peak=keep_all.predicted_peak,
-                budget_bytes=step_budget - held - reserve,
-                step_budget_bytes=step_budget,
-                held_elsewhere=held,
-                saved_names=rewritten.saved,
-                replayed_random_ops=rewritten.replayed_random_ops,
-                plan_s=time.perf_counter() - started,
-            )
+        graph_plan = GraphPlan(
+            index=self._graph_index(step),
+            captured=captured,
+            plan=plan,
+            keep_all_peak=keep_all.predicted_peak,
+            budget_bytes=step_budget - held - reserve,
+            step_budget_bytes=step_budget,
+            held_elsewhere=held,
+            saved_names=rewritten.saved,
+            replayed_random_ops=rewritten.replayed_random_ops,
+            plan_s=time.perf_counter() - started,
         )
-        logger.info(
-            "planned %s in %.2fs: %s", captured.graph.name, step.graphs[-1].plan_s, plan.status
+        step.graphs.append(graph_plan)
+        logger.info("planned %s in %.2fs: %s", captured.graph.name, graph_plan.plan_s, plan.status)
+        return rewritten.forward, rewritten.backward, graph_plan
+
+    def _absent_tangents(self, joint: fx.GraphModule, num_fwd_outputs: int) -> frozenset[str]:
+        """Output gradients planned as never coming: with a scalar loss among the outputs and
+        no `loss_reserve` (the caller adds no loss of its own), only the loss is differentiated,
+        so every other output's gradient is the zeros `zeros_if_none` makes where it is read."""
+        if self.options.loss_reserve is not None:
+            return frozenset()
+        if not returns_scalar_loss(joint, num_fwd_outputs):
+            return frozenset()
+        return frozenset(
+            n.name
+            for n in joint.graph.find_nodes(op="placeholder")
+            if n.name.startswith("tangents")
+            and isinstance(value := n.meta.get("val"), torch.Tensor)
+            and value.ndim > 0
         )
-        return rewritten.forward, rewritten.backward
+
+    def _graph_index(self, step: StepPlans) -> int:
+        """Position in the step of the graph being planned."""
+        return len(self._ran) if self._ran is not None else len(step.graphs)
 
 
 def run_as_fx(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
@@ -220,6 +298,9 @@ class InnerCompilers:
     backward: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
     inference: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
     decompositions: Mapping[Any, Callable] | None = None
+    defers_tangents: bool = True
+    """The backward takes None for an output gradient that never comes (remat.tangents): fx
+    code does; Inductor's compiled code needs every input a tensor."""
 
 
 def _joint_device(joint: fx.GraphModule) -> torch.device:

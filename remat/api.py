@@ -7,6 +7,8 @@ no-grad calls (eval, inference) to the original module, where remat costs nothin
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -16,11 +18,29 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 from remat.aot import Planner, PlanOptions, StepPlans
-from remat.budget import BudgetError, parse_budget
+from remat.budget import parse_budget, parse_reserve
 from remat.report import RematPlanReport
 
 _RECOMPILE_LIMIT = 64
 """Dynamo's default (8) would silently run eager after 8 input signatures or model instances."""
+
+
+_LOGGER_METHOD_NAMES = (
+    "debug",
+    "info",
+    "warning",
+    "error",
+    "warning_once",
+    "info_once",
+    "warning_advice",
+)
+"""Logging calls Dynamo may drop rather than break the graph at. transformers logs inside
+forward (`warning_once`, a method it adds to Logger on import), which would split the step."""
+
+
+def _logger_methods() -> set[Callable[..., Any]]:
+    names = (getattr(logging.Logger, name, None) for name in _LOGGER_METHOD_NAMES)
+    return {method for method in names if method is not None}
 
 
 class RematModule(nn.Module):
@@ -34,19 +54,35 @@ class RematModule(nn.Module):
         self._compiled: Callable[..., Any] = torch.compile(
             module, backend=self._planner.backend, dynamic=False
         )
+        # Tools that read the forward's parameters (HF Trainer drops dataset columns the model
+        # does not take) see the original's signature.
+        step = type(self).forward.__get__(self)
+        self.forward = functools.wraps(module.forward)(lambda *a, **k: step(*a, **k))
 
     @property
     def original_module(self) -> nn.Module:
         return self._orig_mod
 
+    def __getattr__(self, name: str) -> Any:
+        """What the wrapper does not have comes from the model it wraps (as torch.compile's
+        module does): `model.config`, `save_pretrained`, `generate` (which runs the original)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "_orig_mod":
+                raise
+            return getattr(self._orig_mod, name)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if not torch.is_grad_enabled():
             return self._orig_mod(*args, **kwargs)
         key = _signature(args, kwargs)
-        self._planner.current_key = key
+        self._planner.begin_call(key)
         first_call = key not in self._planner.steps
         breaks_before = _break_reasons()
-        with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+        with torch._dynamo.config.patch(
+            recompile_limit=_RECOMPILE_LIMIT, ignore_logger_methods=_logger_methods()
+        ):
             try:
                 result = self._compiled(*args, **kwargs)
             except torch._dynamo.exc.BackendCompilerFailed as error:
@@ -54,6 +90,8 @@ class RematModule(nn.Module):
                 if isinstance(inner, ValueError):
                     raise inner.with_traceback(None) from None
                 raise
+            finally:
+                self._planner.end_call()
         if first_call and key in self._planner.steps:
             new_breaks = _break_reasons() - breaks_before
             self._planner.steps[key].graph_breaks = tuple(_summarize_break(r) for r in new_breaks)
@@ -114,12 +152,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         raise ValueError(f"unknown solver {solver!r}; choose auto, {', '.join(solver_names())}")
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
-    reserve = None
-    if loss_reserve is not None:
-        parsed = parse_budget(loss_reserve)
-        if parsed.bytes is None:
-            raise BudgetError("loss_reserve takes bytes or a size string, not a fraction")
-        reserve = parsed.bytes
+    reserve = parse_reserve(loss_reserve)
     if timing not in _PRICES:
         raise ValueError(f"timing must be one of {', '.join(_PRICES)}, got {timing!r}")
     options = PlanOptions(parse_budget(budget), solver, time_limit, reserve, progress)

@@ -147,6 +147,7 @@ class RematBackend:
         """Plan, rewrite and compile one graph with static shapes."""
         self._grad_bytes = grad_bytes
         if not self._ledger.in_flight:
+            self.planner.freeze_budget()
             self.planner.current_key = ("step", next(self._steps))
         if self.options.inner == "eager":
             return self._compile(gm, example_inputs, InnerCompilers(), _Compiled())
@@ -294,7 +295,9 @@ class RematBackend:
             run._boxed_call = True  # type: ignore[attr-defined]
             return run
 
-        return InnerCompilers(forward, backward, inner.inference, inner.decompositions)
+        return InnerCompilers(
+            forward, backward, inner.inference, inner.decompositions, inner.defers_tangents
+        )
 
     @property
     def last_plans(self) -> RematPlanReport | None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from remat.budget import Budget, BudgetError, parse_budget
+from remat.budget import Budget, parse_budget, parse_reserve
 
 INNER_NAMES = ("inductor", "eager")
 OPTION_NAMES = ("budget", "solver", "time_limit", "inner", "loss_reserve")
@@ -65,12 +65,7 @@ class BackendOptions:
                 "the remat backend needs a budget: options={'budget': '2GiB'} (bytes, a size "
                 "string, or a float in (0, 1] of the keep-all peak)"
             )
-        reserve = options.get("loss_reserve")
-        if reserve is not None:
-            parsed = parse_budget(reserve)
-            if parsed.bytes is None:
-                raise BudgetError("loss_reserve takes bytes or a size string, not a fraction")
-            reserve = parsed.bytes
+        reserve = parse_reserve(options.get("loss_reserve"))
         return cls(
             budget=parse_budget(options["budget"]),
             solver=options.get("solver", "auto"),

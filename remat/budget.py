@@ -93,6 +93,22 @@ def parse_budget(value: object) -> Budget:
     )
 
 
+def parse_reserve(value: object) -> int | None:
+    """A byte count that may be zero (remat.compile's `loss_reserve`): None, an int >= 0, or a
+    size string ("0", "64MiB"); a fraction is refused, it has nothing to be a fraction of."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0
+    if isinstance(value, str) and _PATTERN.match(value) and float(_PATTERN.match(value)[1]) == 0:
+        return 0
+    if isinstance(value, float):
+        raise BudgetError(f"loss_reserve takes bytes or a size string, not a fraction: {value!r}")
+    parsed = parse_budget(value)
+    assert parsed.bytes is not None
+    return parsed.bytes
+
+
 def parse_size(text: str) -> int:
     """'1.5GiB' -> 1610612736. Units: B, kB/MB/GB/TB (powers of 10), KiB/MiB/GiB/TiB."""
     match = _PATTERN.match(text)

@@ -62,12 +62,15 @@ def capture_joint(
     workspaces: Mapping[fx.Node, int] | None = None,
     storage_bytes: Mapping[fx.Node, int] | None = None,
     boundary_reserve: int | None = None,
+    absent_inputs: frozenset[str] = frozenset(),
     name: str = "graph",
 ) -> CapturedGraph:
     """Build the solver's view of `joint` (a graph of primals_*/tangents_* placeholders).
 
     `workspaces`: scratch bytes an op allocates and frees inside itself (remat.workspace).
     `storage_bytes`: real storage bytes of results whose fake tensors understate them.
+    `absent_inputs`: placeholders that hold None when the step runs (output gradients that
+    never come, remat.tangents): they cost nothing.
     """
     workspaces = workspaces or {}
     storage_bytes = storage_bytes or {}
@@ -88,7 +91,7 @@ def capture_joint(
     def add_tensor(node: fx.Node, producer: int | None) -> int:
         value = node.meta.get("val")
         size, alias = 0, None
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor) and node.name not in absent_inputs:
             key = value.untyped_storage()._cdata
             if key in storage_owner:
                 alias = storage_owner[key]
@@ -105,7 +108,10 @@ def capture_joint(
     placeholders = [n for n in nodes if n.op == "placeholder"]
     mutated = _mutated_placeholders(placeholders, output_node)
     tangents = [n for n in placeholders if n.name.startswith("tangents")]
-    for node in placeholders:
+    # Tensor constants (`torch.tensor(...)` in a model's forward) exist before the step, like
+    # parameters: inputs that cost nothing, which the rewriter reads again wherever needed.
+    constants = [n for n in nodes if n.op == "get_attr" and n in live]
+    for node in placeholders + constants:
         add_tensor(node, None)
 
     compute = [n for n in nodes if n.op == "call_function" and n in live and not _is_getitem(n)]
@@ -145,7 +151,7 @@ def capture_joint(
         ops=tuple(ops),
         tensors=tuple(tensors),
         boundary=boundary,
-        inputs=tuple(tensor_index[n] for n in placeholders if n not in tangents),
+        inputs=tuple(tensor_index[n] for n in placeholders + constants if n not in tangents),
         late_inputs=tuple(tensor_index[n] for n in tangents),
         outputs=tuple(dict.fromkeys(tensor_index[n] for n in all_outs)),
         forward_outputs=tuple(dict.fromkeys(tensor_index[n] for n in fwd_outs)),
@@ -164,11 +170,21 @@ def default_loss_reserve(forward_outputs: list[fx.Node], tangents: list[Tensor])
     model that returns activations (logits) has its loss computed outside, which keeps about
     one output-sized temporary (log-softmax, a difference) beside the output's gradient.
     """
-    for node in forward_outputs:
-        value = node.meta.get("val")
-        if isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point():
-            return 0
+    if any(_is_scalar_loss(node) for node in forward_outputs):
+        return 0
     return sum(t.bytes for t in tangents)
+
+
+def returns_scalar_loss(joint: fx.GraphModule, num_fwd_outputs: int) -> bool:
+    """Among the joint graph's forward outputs is a floating-point scalar: the model's loss."""
+    output_node = next(iter(joint.graph.find_nodes(op="output")))
+    outs = list(output_node.args[0])[:num_fwd_outputs]
+    return any(isinstance(n, fx.Node) and _is_scalar_loss(n) for n in outs)
+
+
+def _is_scalar_loss(node: fx.Node) -> bool:
+    value = node.meta.get("val")
+    return isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point()
 
 
 def rng_state_bytes(device: torch.device) -> int:
@@ -271,10 +287,27 @@ def _make_op(
 
 
 def is_random(node: fx.Node) -> bool:
+    """Draws random numbers. Fused attention is tagged random for its dropout, which it only
+    applies when `dropout_p` > 0 (the usual case in training with dropout off)."""
     target = node.target
-    return isinstance(target, torch._ops.OpOverload) and (
-        torch.Tag.nondeterministic_seeded in target.tags
-    )
+    if not isinstance(target, torch._ops.OpOverload):
+        return False
+    if torch.Tag.nondeterministic_seeded not in target.tags:
+        return False
+    return _argument(node, "dropout_p", default=1.0) != 0
+
+
+def _argument(node: fx.Node, name: str, default: object) -> object:
+    """The value `node` passes for its schema argument `name` (`default` if it has none)."""
+    schema = node.target._schema
+    for index, argument in enumerate(schema.arguments):
+        if argument.name == name:
+            if name in node.kwargs:
+                return node.kwargs[name]
+            if index < len(node.args):
+                return node.args[index]
+            return argument.default_value if argument.has_default_value() else default
+    return default
 
 
 def _is_pure(node: fx.Node) -> bool:

@@ -129,6 +129,7 @@ def inductor_compilers(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Inn
         forward=forward_or_inference(False),
         backward=compile_backward,
         inference=forward_or_inference(True),
+        defers_tangents=False,
     )
 
 

@@ -16,8 +16,11 @@ outside the measurement.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -161,8 +164,32 @@ def _cpu_peak(step: Step, device: torch.device) -> tuple[int, None]:
     return peak, None
 
 
-def _cpu_profiler() -> profile:
-    return profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+@contextlib.contextmanager
+def _cpu_profiler() -> Iterator[profile]:
+    """The CPU memory profiler, with the lines Kineto writes to the process's stderr when it
+    starts and stops ("USDT: ... profiler_start") kept out of the user's terminal."""
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _stderr_silenced():
+        prof.__enter__()
+    try:
+        yield prof
+    finally:
+        with _stderr_silenced():
+            prof.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null: Kineto prints from C++, below Python's sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _allocations(prof: profile, device: torch.device) -> Iterator[tuple[int, int]]:

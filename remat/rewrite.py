@@ -97,7 +97,8 @@ def _saved_nodes(captured: CapturedGraph, backward_part: list[int]) -> list[fx.N
         made_in_backward.update(op.outputs)
     # Generator states have no node yet: `_add_rng_states` makes them, and they are saved then.
     nodes = [captured.tensor_nodes[t] for t in saved]
-    return [n for n in nodes if n is not None]
+    # Constants are module attributes: the backward reads them itself, nothing is saved.
+    return [n for n in nodes if n is not None and n.op != "get_attr"]
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,13 @@ def _build(
     replays = replays or {}
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
+
+    def lookup(arg: fx.Node) -> fx.Node:
+        if arg not in env and arg.op == "get_attr":
+            # A tensor constant: both modules share the joint's attribute.
+            env[arg] = graph.node_copy(arg)
+        return env[arg]
+
     for node in inputs:
         placeholder = graph.placeholder(node.name)
         placeholder.meta = node.meta
@@ -177,14 +185,14 @@ def _build(
         if node in replays:
             # A backward run of a forward random op replays the forward's generator state.
             replay = replays[node]
-            args = fx.map_arg((replay.state, replay.target, *replay.args), lambda a: env[a])
-            kwargs = fx.map_arg(replay.kwargs, lambda a: env[a])
+            args = fx.map_arg((replay.state, replay.target, *replay.args), lookup)
+            kwargs = fx.map_arg(replay.kwargs, lookup)
             copy = graph.call_function(run_with_rng_state, args, kwargs)
             copy.meta = dict(node.meta)
         else:
-            copy = graph.node_copy(node, lambda arg: env[arg])
+            copy = graph.node_copy(node, lookup)
         env[node] = copy  # later reads see the latest run
-    output = graph.output(tuple(env[n] if isinstance(n, fx.Node) else n for n in outputs))
+    output = graph.output(tuple(lookup(n) if isinstance(n, fx.Node) else n for n in outputs))
     output.meta["desc"] = list(descs)
     graph.lint()
     return fx.GraphModule(joint, graph)

@@ -29,7 +29,15 @@ _MEASURED_OPS = {
     _aten.mse_loss.default,
     _aten.mse_loss_backward.default,
     _aten.native_batch_norm_backward.default,
+    _aten.native_layer_norm.default,
     _aten.native_layer_norm_backward.default,
+    # Dropout's mask is widened to the value's dtype on CPU (a value-sized temporary), softmax
+    # with masking and the embedding backward's index sort allocate beside their outputs.
+    _aten.native_dropout.default,
+    _aten.native_dropout_backward.default,
+    _aten._safe_softmax.default,
+    _aten.embedding.default,
+    _aten.embedding_dense_backward.default,
     _aten._scaled_dot_product_flash_attention_for_cpu.default,
     _aten._scaled_dot_product_flash_attention_for_cpu_backward.default,
     _aten._scaled_dot_product_flash_attention.default,

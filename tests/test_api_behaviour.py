@@ -74,12 +74,30 @@ def test_no_grad_and_eval_run_the_plain_forward():
 
 def test_a_new_input_shape_plans_again_and_reuses_the_old_plan():
     compiled = remat.compile(_mlp(), budget=0.7)
-    _step(compiled, torch.randn(256, 64))
     _step(compiled, torch.randn(512, 64))
     _step(compiled, torch.randn(256, 64))
+    _step(compiled, torch.randn(512, 64))
     plans = compiled.remat_plans
     assert len(plans) == 2
     assert all(len(step.graphs) == 1 for step in plans.values())
+
+
+def test_a_fraction_is_resolved_once_and_a_smaller_last_batch_fits_those_bytes():
+    model = _mlp()
+    compiled = remat.compile(model, budget=0.5)
+    _step(compiled, torch.randn(512, 64))
+    first = compiled.remat_plan.step_budget_bytes
+    assert first == pytest.approx(0.5 * compiled.remat_plan.keep_all_peak, abs=1)
+    last_batch = torch.randn(200, 64)
+    _step(compiled, last_batch)
+    report = compiled.remat_plan
+    assert report.step_budget_bytes == first  # not 0.5 of the smaller step's peak
+    measured = measure_peak(
+        lambda: _step(compiled, last_batch), "cpu", setup=lambda: model.zero_grad(set_to_none=True)
+    )
+    assert measured.peak_bytes <= first
+    with pytest.raises(remat.InfeasibleBudgetError, match="smallest feasible budget"):
+        _step(compiled, torch.randn(4096, 64))  # held to the first shape's bytes, too few here
 
 
 def test_module_api_is_preserved():

@@ -11,11 +11,15 @@ from remat.solvers.evict import eviction_plans
 from remat.solvers.lazy import Schedule, default_steps, lazy_family
 from remat.solvers.split import split_plans
 from remat.solvers.sqrt import sqrt_family
+from remat.solvers.structured import structured_family
 
 
 @functools.lru_cache(maxsize=4)
 def budget_free_plans(graph: RematGraph) -> tuple[Plan, ...]:
-    """Keep-all, the lazy family and the sqrt family: plans that do not depend on a budget.
+    """Keep-all, the lazy, sqrt and structured families: plans that do not depend on a budget.
+
+    The structured ones (per-block checkpointing and its kin) make every solve and the floor at
+    least as lean as what users write by hand.
 
     Scored by the fast replay; pick with confirmed_best, which replays the pick in the simulator.
     """
@@ -23,6 +27,7 @@ def budget_free_plans(graph: RematGraph) -> tuple[Plan, ...]:
     if graph.boundary < len(graph.ops):
         steps = default_steps(graph)
         family += lazy_family(graph, steps) + sqrt_family(graph, steps)
+        family += structured_family(graph)
     seen: set[Schedule] = set()
     plans = []
     for schedule, label in family:
