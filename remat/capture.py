@@ -117,7 +117,7 @@ def capture_joint(
     compute = [n for n in nodes if n.op == "call_function" and n in live and not _is_getitem(n)]
     order = [n for n in compute if n in required_forward]
     boundary = len(order)
-    order += [n for n in compute if n not in required_forward]
+    order += _backward_order([n for n in compute if n not in required_forward])
 
     ops: list[Op] = []
     op_nodes: list[fx.Node | None] = []
@@ -319,6 +319,50 @@ def _is_pure(node: fx.Node) -> bool:
     if schema.is_mutable or any(a.alias_info and a.alias_info.is_write for a in schema.arguments):
         return False
     return not schema.name.endswith("_")
+
+
+def _backward_order(backward: list[fx.Node]) -> list[fx.Node]:
+    """The backward ops, each one that reads only forward values (AOTAutograd emits `detach`
+    and weight transposes for the backward where their forward op ran, so they would all lead
+    the backward) moved to just before its first reader: a plan that recomputes a block's
+    forward then recomputes it where that block's backward starts, not before the loss's."""
+    in_backward = set(backward)
+    floating: set[fx.Node] = set()
+
+    def inputs(node: fx.Node) -> list[fx.Node]:
+        # A multi-output op's results are read through its getitems.
+        return [a.args[0] if _is_getitem(a) else a for a in node.all_input_nodes]
+
+    def reads_forward_only(arg: fx.Node) -> bool:
+        if arg in in_backward:
+            return arg in floating
+        return not (arg.op == "placeholder" and arg.name.startswith("tangents"))
+
+    for node in backward:  # graph order is topological
+        if all(reads_forward_only(arg) for arg in inputs(node)):
+            floating.add(node)
+    order: list[fx.Node] = []
+    placed: set[fx.Node] = set()
+
+    def place(node: fx.Node) -> None:
+        stack = [(node, False)]
+        while stack:
+            current, ready = stack.pop()
+            if current in placed:
+                continue
+            if ready:
+                placed.add(current)
+                order.append(current)
+                continue
+            stack.append((current, True))
+            stack.extend((a, False) for a in reversed(inputs(current)) if a in floating)
+
+    for node in backward:
+        if node not in floating:
+            place(node)
+    for node in backward:  # floating ops only outputs read
+        place(node)
+    return order
 
 
 def _is_getitem(node: fx.Node) -> bool:
