@@ -187,3 +187,37 @@ def _family(model_type: str) -> HfFamily:
     if model_type not in FAMILIES:
         raise ValueError(f"unknown model type {model_type!r}; known: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[model_type]
+
+
+def with_per_block_checkpointing(model: nn.Module) -> nn.Module:
+    """`model` with each repeated block checkpointed, the manual option remat is held against:
+    HF's activation (gradient) checkpointing, non-reentrant, where the model supports it, else
+    `torch.utils.checkpoint` around every block of its ModuleLists of two or more blocks
+    (ResNet's and ConvNeXt's stages). Changes `model` in place and returns it."""
+    if getattr(model, "supports_gradient_checkpointing", False):
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # the name from transformers 5.x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        return model
+    blocks = [
+        block
+        for module in model.modules()
+        if isinstance(module, nn.ModuleList) and len(module) >= 2
+        for block in module
+    ]
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} has no ModuleList of blocks to checkpoint")
+    for block in blocks:
+        block.forward = _checkpointed(block.forward)
+    return model
+
+
+def _checkpointed(forward: Any) -> Any:
+    from torch.utils.checkpoint import checkpoint
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    return run

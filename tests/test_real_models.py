@@ -1,0 +1,198 @@
+"""Hugging Face transformers models under remat, as a user runs them: tiny random-init configs
+of fourteen families (decoder, encoder, encoder-decoder and vision), each returning its own
+loss in a `ModelOutput` beside logits (and, for decoders, a KV cache).
+
+Each family is held to the contracts on model code remat did not write: eager's outputs and
+gradients; at the loosest budget no more than eager's measured peak (+5%); at the measured peak
+of per-block checkpointing (HF's `gradient_checkpointing_enable()`) it trains, within budget;
+and the simulator's peak within 5% of the measured one.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import remat
+from remat.measure import measure_peak
+
+transformers = pytest.importorskip("transformers")
+
+from remat.hf import FAMILIES, hf_inputs, hf_model, with_per_block_checkpointing  # noqa: E402
+
+REL_TOL = 1e-5
+SEQ = 128
+TIME_LIMIT = 2.0
+"""Seconds the solver gets per plan: enough on these graphs, short for the test run."""
+FAMILY_NAMES = sorted(FAMILIES)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo_quiet_transformers():
+    # Every HF model's forward goes through one decorator's code object: without a reset the
+    # test run's compiles of many models would count against Dynamo's recompile limit.
+    torch._dynamo.reset()
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    yield
+    transformers.logging.set_verbosity(verbosity)
+
+
+def _step(model, inputs):
+    torch.manual_seed(1)  # the same dropout masks for every run
+    out = model(**inputs)
+    out.loss.backward()
+    return out
+
+
+def _peak(model, inputs, owner) -> int:
+    return measure_peak(
+        lambda: _step(model, inputs), "cpu", setup=lambda: owner.zero_grad(set_to_none=True)
+    ).peak_bytes
+
+
+def _assert_close(actual, expected, what: str) -> None:
+    scale = expected.abs().max().clamp_min(1e-12)
+    error = ((actual - expected).abs().max() / scale).item()
+    assert error <= REL_TOL, f"{what}: relative error {error:.2e}"
+
+
+def _assert_same_step(model, reference, out, ref_out) -> None:
+    _assert_close(out.loss.detach(), ref_out.loss.detach(), "loss")
+    _assert_close(out.logits.detach(), ref_out.logits.detach(), "logits")
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
+        if q.grad is not None:
+            _assert_close(p.grad, q.grad, f"grad of {name}")
+
+
+class Family:
+    """One family's reference run: the model, a batch, eager's and checkpointing's peaks."""
+
+    def __init__(self, name: str) -> None:
+        torch.manual_seed(0)
+        self.name = name
+        self.reference = hf_model(name, "tiny")
+        self.inputs = hf_inputs(self.reference, batch=2, seq=SEQ)
+        self.eager_peak = _peak(self.reference, self.inputs, self.reference)
+        checkpointed = with_per_block_checkpointing(copy.deepcopy(self.reference))
+        self.checkpoint_peak = _peak(checkpointed, self.inputs, checkpointed)
+        self.reference.zero_grad(set_to_none=True)
+        self.reference_out = _step(self.reference, self.inputs)
+
+    def check(self, budget: int | float) -> tuple[remat.RematModule, int]:
+        """Compile a copy under `budget`, compare one step with eager, measure the peak."""
+        model = copy.deepcopy(self.reference)
+        model.zero_grad(set_to_none=True)
+        compiled = remat.compile(model, budget=budget, time_limit=TIME_LIMIT)
+        out = _step(compiled, self.inputs)
+        _assert_same_step(model, self.reference, out, self.reference_out)
+        measured = _peak(compiled, self.inputs, model)
+        predicted = compiled.remat_plan.predicted_peak
+        assert abs(predicted - measured) <= 0.05 * measured, (
+            f"{self.name}: simulated {predicted} vs measured {measured}"
+        )
+        assert measured <= compiled.remat_plan.step_budget_bytes, (
+            f"{self.name}: measured {measured} > budget {compiled.remat_plan.step_budget_bytes}"
+        )
+        return compiled, measured
+
+
+_families: dict[str, Family] = {}
+
+
+def _family(name: str) -> Family:
+    if name not in _families:
+        _families[name] = Family(name)
+    return _families[name]
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_loosest_budget_is_no_higher_than_eager(name):
+    family = _family(name)
+    _, measured = family.check(1.0)
+    assert measured <= 1.05 * family.eager_peak, (
+        f"{name}: {measured} bytes at budget 1.0, eager {family.eager_peak}"
+    )
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_trains_at_per_block_checkpointings_peak(name):
+    family = _family(name)
+    compiled, _ = family.check(family.checkpoint_peak)
+    assert compiled.remat_plan.graphs and len(compiled.remat_plan.graphs) == 1, (
+        f"{name}: the step broke into {len(compiled.remat_plan.graphs)} graphs"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_trains_below_per_block_checkpointings_peak(name):
+    """Between the floor and checkpointing's peak: remat goes lower than the manual option."""
+    family = _family(name)
+    probe = remat.compile(copy.deepcopy(family.reference), budget=1, time_limit=TIME_LIMIT)
+    with pytest.raises(remat.InfeasibleBudgetError) as error:
+        _step(probe, family.inputs)
+    floor = error.value.floor
+    assert floor <= family.checkpoint_peak, f"{name}: floor {floor} above checkpointing's peak"
+    family.check((floor + family.checkpoint_peak) // 2)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert", "t5"])
+def test_backend_trains_at_per_block_checkpointings_peak(name):
+    family = _family(name)
+    model = copy.deepcopy(family.reference)
+    model.zero_grad(set_to_none=True)
+    options = {"budget": family.checkpoint_peak, "inner": "eager", "time_limit": TIME_LIMIT}
+    compiled = torch.compile(model, backend="remat", options=options)
+    out = _step(compiled, family.inputs)
+    _assert_same_step(model, family.reference, out, family.reference_out)
+    measured = _peak(compiled, family.inputs, model)
+    assert measured <= family.checkpoint_peak
+
+
+def test_behaves_like_the_model_it_wraps():
+    """Attribute access, the forward's signature and generation reach the original model."""
+    import inspect
+
+    family = _family("gpt2")
+    model = copy.deepcopy(family.reference)
+    compiled = remat.compile(model, budget=1.0)
+    assert compiled.config is model.config
+    assert "input_ids" in inspect.signature(compiled.forward).parameters
+    with torch.no_grad():
+        tokens = compiled.generate(family.inputs["input_ids"][:, :4], max_new_tokens=2)
+    assert tokens.shape == (2, 6)
+
+
+def test_hf_trainer_trains_the_compiled_model(tmp_path):
+    """HF's Trainer takes the compiled model as it takes the original: a few steps, the loss
+    goes down, the parameters it updates are the original's."""
+    pytest.importorskip("accelerate")
+    from transformers import Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = hf_model("gpt2", "tiny", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    batch = hf_inputs(model, batch=1, seq=32)
+    rows = [{"input_ids": batch["input_ids"][0], "labels": batch["labels"][0]}] * 8
+    before = model.lm_head.weight.detach().clone()
+    compiled = remat.compile(model, budget=0.8)
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        max_steps=4,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+    )
+    trainer = Trainer(model=compiled, args=arguments, train_dataset=rows)
+    result = trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert result.global_step == 4
+    assert not torch.equal(model.lm_head.weight, before)
+    assert compiled.remat_plan is not None
