@@ -10,6 +10,7 @@ from remat.backend import backend, last_plans
 from remat.backend_options import BackendOptionError
 from remat.budget import BudgetError, InfeasibleBudgetError, parse_budget
 from remat.capture import UnsupportedGraphError
+from remat.engines import UnsupportedModelError
 from remat.measure import PeakMeasurement, StepTiming, measure_peak, time_step
 from remat.simulate import InvalidScheduleError
 
@@ -22,6 +23,7 @@ __all__ = [
     "RematModule",
     "StepTiming",
     "UnsupportedGraphError",
+    "UnsupportedModelError",
     "backend",
     "compile",
     "last_plans",

@@ -19,6 +19,7 @@ from torch._dynamo.utils import counters
 
 from remat.aot import Planner, PlanOptions, StepPlans
 from remat.budget import parse_budget, parse_reserve
+from remat.engines import check_model
 from remat.report import RematPlanReport
 
 _RECOMPILE_LIMIT = 64
@@ -148,6 +149,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"remat.compile takes an nn.Module, got {type(model).__name__}")
+    check_model(model)
     if solver != "auto" and solver not in solver_names():
         raise ValueError(f"unknown solver {solver!r}; choose auto, {', '.join(solver_names())}")
     if time_limit is not None and not time_limit > 0:

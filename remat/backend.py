@@ -32,6 +32,7 @@ from torch import nn
 from remat.aot import GraphPlan, InnerCompilers, Planner, PlanOptions, StepPlans
 from remat.backend_options import OPTION_NAMES, BackendOptionError, BackendOptions
 from remat.budget import InfeasibleBudgetError
+from remat.engines import check_graph
 from remat.report import RematPlanReport
 from remat.simulate import simulate
 
@@ -136,6 +137,7 @@ class RematBackend:
         )
 
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+        check_graph(gm)
         grad_bytes = _trainable_bytes_in_scope(example_inputs)
         if _is_symbolic(example_inputs):
             return _PerShape(self, gm, grad_bytes)

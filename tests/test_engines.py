@@ -1,0 +1,58 @@
+"""A model sharded by FSDP2 is refused, not run over budget: remat cannot yet see the
+parameters and gradients FSDP2 unshards during the step (issue: DDP and FSDP2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import remat
+
+fsdp = pytest.importorskip("torch.distributed.fsdp")
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def _block() -> nn.Module:
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh())
+
+
+def _sharded() -> nn.Module:
+    model = nn.Sequential(_block(), _block(), nn.Linear(16, 4))
+    for block in model[:2]:
+        fsdp.fully_shard(block)
+    fsdp.fully_shard(model)
+    return model
+
+
+def test_compile_refuses_an_fsdp2_model_and_says_what_to_do(process_group):
+    with pytest.raises(remat.UnsupportedModelError, match="fully_shard.*checkpoint"):
+        remat.compile(_sharded(), budget="1MiB")
+
+
+def test_backend_refuses_a_graph_traced_from_fsdp2_modules(process_group):
+    """Dynamo records each node's module classes; one sharded by FSDP2 is refused there.
+    (On one rank Dynamo hands no FSDP2 graph to any backend: its hooks are not traceable.)"""
+    from remat.engines import check_graph
+
+    model = _sharded()
+    gm = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(16, 4)))
+    for node in gm.graph.nodes:
+        node.meta["nn_module_stack"] = {"L__self___0": ("0", type(model[0]))}
+    with pytest.raises(remat.UnsupportedModelError, match="FSDP"):
+        check_graph(gm)
+
+
+def test_an_unsharded_model_is_accepted():
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    compiled = remat.compile(model, budget=1.0)
+    compiled(torch.randn(8, 16)).sum().backward()
+    assert compiled.remat_plan is not None
