@@ -1,16 +1,19 @@
-"""The main job: compile a GPT-style model under a budget and measure what it saves.
+"""The main job: compile a real model under a budget and measure what it saves.
 
-    python -m remat.demo                       # CPU, budget 0.6 of the keep-all peak
+    python -m remat.demo                       # HF GPT-2 on CPU, budget 0.6 of the keep-all peak
     python -m remat.demo --budget 300MiB --device cuda --layers 12
+    python -m remat.demo --model llama         # any type of remat.hf; "builtin": remat's own GPT
 
-Runs the same training step (forward, cross-entropy loss, backward) eagerly and through remat,
-checks the gradients agree, and prints both measured peaks (remat.measure_peak) and step times.
+The model is Hugging Face transformers' code (random weights from a config, nothing downloaded)
+returning its own loss. Runs the same training step eagerly and through remat, checks the
+gradients agree, and prints both measured peaks (remat.measure_peak) and step times.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
 import time
 
@@ -26,6 +29,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m remat.demo", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--budget", default="0.6", help="bytes, '300MiB', or a fraction (0, 1]")
+    parser.add_argument(
+        "--model", default="gpt2", help="a transformers model type (gpt2, llama, ...) or builtin"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--width", type=int, default=384)
@@ -45,34 +51,88 @@ def _budget(text: str) -> int | float | str:
         return text
 
 
+def _build(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, torch.Tensor], str]:
+    """(model, its keyword inputs with labels, a title) for --model."""
+    if args.model == "builtin":
+        config = GPTConfig(
+            vocab_size=args.vocab,
+            block_size=args.seq,
+            n_layer=args.layers,
+            n_head=args.heads,
+            n_embd=args.width,
+            dropout=0.1,
+        )
+        idx = torch.randint(0, args.vocab, (args.batch, args.seq))
+        return _LossOutput(GPT(config)), {"idx": idx, "targets": torch.roll(idx, -1, 1)}, "GPT"
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "the demo's model comes from Hugging Face transformers: pip install -e '.[hf]' "
+            "(or run python -m remat.demo --model builtin)"
+        ) from None
+    from remat.hf import hf_inputs, hf_model
+
+    model = hf_model(args.model, **_hf_size(args))
+    return model, hf_inputs(model, args.batch, args.seq), f"transformers {type(model).__name__}"
+
+
+def _hf_size(args: argparse.Namespace) -> dict[str, int]:
+    """The demo's size flags in the config names of the common decoder families."""
+    if args.model == "gpt2":
+        return {
+            "n_layer": args.layers,
+            "n_embd": args.width,
+            "n_head": args.heads,
+            "vocab_size": args.vocab,
+            "n_positions": args.seq,
+        }
+    return {
+        "num_hidden_layers": args.layers,
+        "hidden_size": args.width,
+        "num_attention_heads": args.heads,
+        "intermediate_size": 4 * args.width,
+        "vocab_size": args.vocab,
+        "max_position_embeddings": args.seq,
+    }
+
+
+@dataclasses.dataclass
+class _Output:
+    loss: torch.Tensor
+
+
+class _LossOutput(torch.nn.Module):
+    """remat's own GPT called like a transformers model: keyword inputs, `.loss` on the output."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> _Output:
+        _, loss = self.model(idx, targets)
+        return _Output(loss)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     budget = _budget(args.budget)
     parse_budget(budget)  # fail fast, before building anything
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = GPTConfig(
-        vocab_size=args.vocab,
-        block_size=args.seq,
-        n_layer=args.layers,
-        n_head=args.heads,
-        n_embd=args.width,
-        dropout=0.1,
-    )
-    eager = GPT(config).to(device)
+    eager, inputs, title = _build(args)
+    eager = eager.to(device)
+    inputs = {name: value.to(device) for name, value in inputs.items()}
     model = copy.deepcopy(eager)
     params = sum(p.numel() for p in eager.parameters())
-    idx = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
-    targets = torch.roll(idx, -1, dims=1)
     print(
-        f"GPT: {args.layers} layers x {args.width} wide, {params / 1e6:.1f}M parameters; "
+        f"{title}: {args.layers} layers x {args.width} wide, {params / 1e6:.1f}M parameters; "
         f"batch {args.batch} x {args.seq} tokens on {device}"
     )
 
     def step_of(net):
         def step():
-            _, loss = net(idx, targets)
-            loss.backward()
+            net(**inputs).loss.backward()
 
         return step
 

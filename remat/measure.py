@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -166,30 +168,44 @@ def _cpu_peak(step: Step, device: torch.device) -> tuple[int, None]:
 
 @contextlib.contextmanager
 def _cpu_profiler() -> Iterator[profile]:
-    """The CPU memory profiler, with the lines Kineto writes to the process's stderr when it
-    starts and stops ("USDT: ... profiler_start") kept out of the user's terminal."""
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _stderr_silenced():
-        prof.__enter__()
-    try:
+    """The CPU memory profiler, with what it writes to the process's stderr from C++ (Kineto's
+    "profiler_start" lines, the allocator's note on blocks from before profiling) kept out of
+    the user's terminal; anything else written there meanwhile is passed on when it stops."""
+    with (
+        _stderr_filtered(_PROFILER_NOISE),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         yield prof
-    finally:
-        with _stderr_silenced():
-            prof.__exit__(None, None, None)
+
+
+_PROFILER_NOISE = re.compile(
+    r"profiler_start|profiler_stop|Completed Stage|Memory block of unknown size"
+)
 
 
 @contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null: Kineto prints from C++, below Python's sys.stderr."""
+def _stderr_filtered(noise: re.Pattern[str]) -> Iterator[None]:
+    """Send file descriptor 2 (C++ writes below Python's sys.stderr) to a temporary file; on
+    exit, write back the lines that do not match `noise`."""
     sys.stderr.flush()
     saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [
+                line
+                for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                if not noise.search(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _allocations(prof: profile, device: torch.device) -> Iterator[tuple[int, int]]:

@@ -151,3 +151,22 @@ def test_cuda_mlp_backward_and_timing() -> None:
     result = measure_peak(step, "cuda", setup=lambda: model.zero_grad(set_to_none=True))
     assert result.peak_bytes >= grads
     assert time_step(step, "cuda", repeats=3).min_s > 0
+
+
+def test_cpu_measurement_prints_nothing_of_the_profiler_and_keeps_the_steps_own_output():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch, remat\n"
+        "def step():\n"
+        "    print('from the step', file=sys.stderr)\n"
+        "    return torch.ones(1000) + 1\n"
+        "remat.measure_peak(step, 'cpu', warmup=1, repeats=2)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert "profiler" not in result.stderr + result.stdout
+    assert "CPUAllocator" not in result.stderr
+    assert result.stderr.count("from the step") == 3
