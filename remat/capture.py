@@ -145,8 +145,13 @@ def capture_joint(
         boundary_reserve = default_loss_reserve(
             fwd_outs, [tensors[tensor_index[t]] for t in tangents]
         )
-    # The loss scalar and the seed gradient `backward()` creates live through the backward.
-    backward_reserve = 2 * _allocated_bytes(4, device) if tangents else 0
+    # The caller's loss scalar and the seed gradient `backward()` creates live through the
+    # backward. A graph that returns its loss counts both already (an output and its late
+    # input), but the measured step holds one scalar more (seen on ViT, GPT-2 and BERT).
+    scalars = 0
+    if tangents:
+        scalars = 1 if any(_is_scalar_loss(n) for n in fwd_outs) else 2
+    backward_reserve = scalars * _allocated_bytes(4, device)
     graph = RematGraph(
         ops=tuple(ops),
         tensors=tuple(tensors),
