@@ -16,6 +16,8 @@ from rich.table import Table
 from remat.cli import UsageError
 
 _EXAMPLE = 'remat analyze mypkg.models:build --input "randn(8,3,224,224)" --budget 0.3,0.5,0.7'
+_HF_EXAMPLE = "remat analyze hf:gpt2 --hf-config n_layer=4 --batch 2 --seq 512"
+_HF_BATCH, _HF_SEQ = 2, 128
 
 
 def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
@@ -24,13 +26,30 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
         help="where a training step's memory goes, and what each byte saved costs",
         description="Capture one forward+backward of the model (nothing is trained), plan it at "
         "each budget, and write report.json, report.md, timeline.png and tradeoff.png. "
-        f"Example: {_EXAMPLE} --out report/",
+        f"Example: {_EXAMPLE} --out report/ ; or a Hugging Face model type: {_HF_EXAMPLE}",
     )
     p.add_argument(
         "factory",
         metavar="MODULE:FACTORY",
         help="callable returning a module, or (module, example_args); MODULE may be "
-        "a dotted name or a path to a .py file",
+        "a dotted name or a path to a .py file. Or hf:TYPE (hf:gpt2, hf:llama, hf:vit, ...): "
+        "a Hugging Face model type, default config, random init, inputs from --batch/--seq",
+    )
+    p.add_argument(
+        "--batch", type=int, default=None, help=f"hf:TYPE only: batch size (default {_HF_BATCH})"
+    )
+    p.add_argument(
+        "--seq",
+        type=int,
+        default=None,
+        help=f"hf:TYPE only: tokens per sequence (default {_HF_SEQ}; vision models ignore it)",
+    )
+    p.add_argument(
+        "--hf-config",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="hf:TYPE only: config overrides, e.g. n_layer=4,n_embd=256 (values are Python "
+        "literals)",
     )
     p.add_argument(
         "--input",
@@ -210,8 +229,38 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+def _target(args: argparse.Namespace, device, dtype):
+    """The model and inputs: MODULE:FACTORY with --input, or hf:TYPE with --batch/--seq."""
+    from remat.analysis import build_hf_target, build_target, parse_hf_config
+    from remat.analysis.target import is_hf_spec
+
+    hf_flags = [
+        flag
+        for flag, value in (
+            ("--batch", args.batch),
+            ("--seq", args.seq),
+            ("--hf-config", args.hf_config),
+        )
+        if value
+    ]
+    if not is_hf_spec(args.factory):
+        if hf_flags:
+            raise UsageError(f"{hf_flags[0]} applies to hf:TYPE models only; use --input here")
+        return build_target(args.factory, args.input, device=device, dtype=dtype)
+    if args.input:
+        raise UsageError("--input does not apply to hf:TYPE models; use --batch and --seq")
+    return build_hf_target(
+        args.factory,
+        batch=_HF_BATCH if args.batch is None else args.batch,
+        seq=_HF_SEQ if args.seq is None else args.seq,
+        config=parse_hf_config(args.hf_config),
+        device=device,
+        dtype=dtype,
+    )
+
+
 def run_analyze(args: argparse.Namespace, command: str) -> int:
-    from remat.analysis import TargetError, TraceError, analyze, build_target
+    from remat.analysis import TargetError, TraceError, analyze
     from remat.analysis.export import write_report
 
     options = _options(args)
@@ -223,7 +272,7 @@ def run_analyze(args: argparse.Namespace, command: str) -> int:
     if not console.is_terminal:
         console = Console(width=120)  # files and pipes: wide enough for the budget table
     try:
-        target = build_target(args.factory, args.input, device=device, dtype=dtype)
+        target = _target(args, device, dtype)
         with _progress(Console(stderr=True).is_terminal) as progress:
             analysis = analyze(target, options, progress)
             if args.measure or torch_budgets:

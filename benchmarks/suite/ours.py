@@ -39,8 +39,10 @@ class Range:
         return self.floor + round(fraction * (self.keep_all - self.floor))
 
 
-def probe_range(workload: Workload, base: nn.Module, inputs: tuple, time_limit: float) -> Range:
-    """The floor (from the error a 1-byte budget raises) and the keep-all predicted peak."""
+def probe_floor(
+    workload: Workload, base: nn.Module, inputs: tuple, time_limit: float
+) -> tuple[int, str]:
+    """remat's floor, from the error a 1-byte budget raises, and the error's words on it."""
     step = remat.compile(
         workload.step_module(copy.deepcopy(base)), budget=1, solver="ilp", time_limit=time_limit
     )
@@ -49,8 +51,13 @@ def probe_range(workload: Workload, base: nn.Module, inputs: tuple, time_limit: 
     except remat.InfeasibleBudgetError as error:
         floor = error.floor
         detail = str(error).partition(f"pass budget >= {floor}")[2].strip(" ()") or "as found"
-    else:
-        raise AssertionError("remat accepted a 1-byte budget")
+        return floor, detail
+    raise AssertionError("remat accepted a 1-byte budget")
+
+
+def probe_range(workload: Workload, base: nn.Module, inputs: tuple, time_limit: float) -> Range:
+    """The floor (from the error a 1-byte budget raises) and the keep-all predicted peak."""
+    floor, detail = probe_floor(workload, base, inputs, time_limit)
     keep = remat.compile(workload.step_module(copy.deepcopy(base)), budget=1.0, solver="none")
     keep(*inputs).backward()
     report = keep.remat_plan

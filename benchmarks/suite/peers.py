@@ -9,6 +9,8 @@
   This is exactly torch's `aot_eager` backend (boxed_nop compilers, min-cut partitioner), with
   the partitioner call wrapped to scope the budget and to count the FLOPs it adds.
 - torch-budget-inductor: torch.compile(backend="inductor") under the same knob.
+- hf-checkpoint: a Hugging Face model's own `gradient_checkpointing_enable` (non-reentrant
+  torch.utils.checkpoint around every layer; the hf suite).
 - rockmate: `rockmate.Rockmate(model, inputs, budget=bytes)` where the package imports.
 
 The knob is scoped with `torch._functorch.config.patch(...)` around torch's own partitioner
@@ -32,6 +34,7 @@ from benchmarks.suite.workloads import Loss, TrainStep, Workload
 
 TORCH_BUDGET = "torch-budget"
 TORCH_BUDGET_INDUCTOR = "torch-budget-inductor"
+HF_CHECKPOINT = "hf-checkpoint"
 
 
 def eager(workload: Workload, base: nn.Module) -> Candidate:
@@ -59,6 +62,27 @@ def checkpoint_block(workload: Workload, base: nn.Module) -> Candidate:
     return Candidate(
         "checkpoint-block",
         f"{len(paths)} blocks checkpointed",
+        None,
+        workload.step_module(model),
+        model,
+        plain_pytorch=True,
+    )
+
+
+def hf_checkpoint(workload: Workload, base: nn.Module) -> Candidate:
+    """Hugging Face's gradient checkpointing, as its docs recommend it (non-reentrant).
+
+    transformers 5 renamed `gradient_checkpointing_enable` (now a deprecated alias) to
+    `activation_checkpointing_enable`; the same call either way."""
+    model = copy.deepcopy(base)
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return Candidate(
+        HF_CHECKPOINT,
+        f"use_reentrant=False, {len(workload.blocks(model))} layers",
         None,
         workload.step_module(model),
         model,

@@ -3,6 +3,7 @@ planning time vs graph size for remat's ILP against PyTorch's partitioner."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ STYLE = {
     "eager": ("black", "o"),
     "checkpoint-block": ("tab:orange", "s"),
     "checkpoint-sqrt": ("tab:brown", "D"),
+    "hf-checkpoint": ("tab:green", "s"),
     "torch-budget": ("tab:blue", "^"),
     "torch-budget-inductor": ("tab:cyan", "v"),
     "rockmate": ("tab:purple", "P"),
@@ -69,7 +71,8 @@ def model_plot(model: str, description: str, rows: list[Row], path: Path) -> Non
         ax.step(xs, ys, where="post", color="0.4", lw=1.2, ls="--", label="Pareto frontier")
     ax.set_xlabel("step time, s (median; bars: min-max of interleaved rounds)")
     ax.set_ylabel("measured peak, MiB")
-    ax.set_title(f"{model}: {description}\n(dotted lines: remat-ilp budgets)", fontsize=9)
+    title = "\n".join(textwrap.wrap(f"{model}: {description}", 110))
+    ax.set_title(f"{title}\n(dotted lines: remat-ilp budgets)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()

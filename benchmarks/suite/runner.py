@@ -23,7 +23,7 @@ from benchmarks.suite.records import GRAD_TOLERANCE, Row
 from benchmarks.suite.workloads import Workload
 
 Log = Callable[[str], None]
-UNCOMPILED = ("eager", "checkpoint-block", "checkpoint-sqrt")
+UNCOMPILED = ("eager", "checkpoint-block", "checkpoint-sqrt", "hf-checkpoint")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class SuiteConfig:
     inductor_budgets: tuple[float, ...] = ()
     """torch-budget-inductor settings; remat-ilp-inductor runs at their peaks. Empty: none."""
     peak_repeats: int = 1
+    checkpoint_fractions: tuple[float, ...] = (1.0, 0.8)
+    """hf suite: remat-ilp budgets as fractions of hf-checkpoint's measured peak (and the
+    floor)."""
 
     def __post_init__(self) -> None:
         if self.rounds < 5:
@@ -48,12 +51,14 @@ class SuiteConfig:
             raise ValueError("activation_memory_budget settings must lie in [0, 1]")
         if any(not 0.0 <= f <= 1.0 for f in self.remat_fractions):
             raise ValueError("remat fractions of [floor, keep-all] must lie in [0, 1]")
+        if any(not 0.0 < f <= 1.0 for f in self.checkpoint_fractions):
+            raise ValueError("fractions of hf-checkpoint's peak must lie in (0, 1]")
 
 
 def run_workload(workload: Workload, config: SuiteConfig, log: Log) -> list[Row]:
     torch._dynamo.reset()  # every compiled copy of the last workload is gone; start clean
     torch.manual_seed(0)
-    session = _Session(workload, config, workload.build().to(config.device), log)
+    session = Session(workload, config, workload.build().to(config.device), log)
     session.run_all(_peer_candidates(workload, session.base, config))
     try:
         span = ours.probe_range(workload, session.base, session.inputs, config.time_limit)
@@ -70,7 +75,7 @@ def run_workload(workload: Workload, config: SuiteConfig, log: Log) -> list[Row]
     return session.finish()
 
 
-class _Session:
+class Session:
     """The state of one workload's run: the shared model and inputs, and every result so far."""
 
     def __init__(self, workload: Workload, config: SuiteConfig, base: nn.Module, log: Log):

@@ -54,13 +54,21 @@ class Workload:
     """The model, randomly initialised (seed the global generator first)."""
     inputs: Callable[[torch.device], tuple[torch.Tensor, torch.Tensor]]
     """(x, target), the same tensors for every method."""
-    loss: Loss
+    loss: Loss | None
+    """None: the model computes its own loss, and `step` makes the step module."""
     blocks: Callable[[nn.Module], list[str]]
     """Dotted paths of the blocks `checkpoint-block` wraps."""
-    stages: Callable[[nn.Module], list[nn.Module]]
-    """The model as a chain of single-argument stages (checkpoint_sequential's input)."""
+    stages: Callable[[nn.Module], list[nn.Module]] | None = None
+    """The model as a chain of single-argument stages (checkpoint_sequential's input); None:
+    the model has no such view (the hf suite does not run checkpoint-sqrt)."""
+    step: Callable[[nn.Module], nn.Module] | None = None
+    """model -> module called as (x, target) -> scalar loss; None: TrainStep(model, loss)."""
 
-    def step_module(self, model: nn.Module) -> TrainStep:
+    def step_module(self, model: nn.Module) -> nn.Module:
+        if self.step is not None:
+            return self.step(model)
+        if self.loss is None:
+            raise ValueError(f"workload {self.name} has neither a loss nor a step")
         return TrainStep(model, self.loss)
 
 

@@ -20,8 +20,10 @@ from remat.analysis.target import (
     InputSpec,
     Target,
     TargetError,
+    build_hf_target,
     build_target,
     load_factory,
+    parse_hf_config,
     parse_input_spec,
 )
 
@@ -36,10 +38,12 @@ __all__ = [
     "TargetError",
     "TraceError",
     "analyze",
+    "build_hf_target",
     "build_target",
     "capture_step",
     "evaluate_budget",
     "load_factory",
+    "parse_hf_config",
     "parse_input_spec",
     "plan_step",
     "step_loss",

@@ -5,8 +5,10 @@
     parse_input_spec("randint(512,(8,128))")      # randint(low, high, (shape)) works too
 
 A factory returns a module (its inputs then come from the specs, one per positional argument)
-or a `(module, example_args)` tuple. Every problem raises TargetError with a message that says
-what to fix; the caller decides how to show it.
+or a `(module, example_args)` tuple. `hf:TYPE` names a Hugging Face model type instead
+(`build_hf_target`: default config plus overrides, random init, a batch with labels from
+`remat.hf`). Every problem raises TargetError with a message that says what to fix; the caller
+decides how to show it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ast
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -253,3 +256,76 @@ def _to_device(tree: Any, device: torch.device, dtype: torch.dtype | None) -> An
         return value.to(device=device)
 
     return torch.utils._pytree.tree_map(move, tree)
+
+
+HF_PREFIX = "hf:"
+_HF_KEY = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)")
+
+
+def is_hf_spec(spec: str) -> bool:
+    return spec.startswith(HF_PREFIX)
+
+
+def parse_hf_config(text: str) -> dict[str, Any]:
+    """'n_layer=4,n_embd=256,depths=[2,2]' -> {'n_layer': 4, 'n_embd': 256, 'depths': [2, 2]}.
+
+    Values are Python literals (numbers, True/False/None, lists); anything else is a string."""
+    config: dict[str, Any] = {}
+    for item in (part.strip() for part in _HF_KEY.split(text) if part.strip()):
+        key, equals, value = (piece.strip() for piece in item.partition("="))
+        if not equals or not key.isidentifier():
+            raise TargetError(
+                f"cannot read {item!r} in --hf-config; write key=value,... e.g. n_layer=4"
+            )
+        try:
+            config[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            config[key] = value
+    return config
+
+
+def build_hf_target(
+    spec: str,
+    *,
+    batch: int,
+    seq: int,
+    config: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Target:
+    """`hf:TYPE`: the type's default config plus `config`, random init, in training mode, with
+    a batch of `batch` (x `seq` tokens; ignored by vision models) from `remat.hf.hf_inputs`."""
+    from remat import hf
+
+    model_type = spec.removeprefix(HF_PREFIX)
+    if model_type not in hf.FAMILIES:
+        raise TargetError(
+            f"unknown Hugging Face model type {model_type!r} in {spec!r}; known: "
+            f"{', '.join(sorted(hf.FAMILIES))}"
+        )
+    if batch < 1 or seq < 1:
+        raise TargetError(f"--batch and --seq must be >= 1, got {batch} and {seq}")
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise TargetError(
+            f"{spec} needs Hugging Face transformers: pip install transformers"
+        ) from None
+    config = dict(config or {})
+    defaults = _run_user_code(lambda: hf.hf_config(model_type), f"building the {model_type} config")
+    unknown = sorted(key for key in config if not hasattr(defaults, key))
+    if unknown:
+        raise TargetError(
+            f"the {model_type} config has no field {unknown[0]!r} (--hf-config); see "
+            f"transformers' {type(defaults).__name__} for its fields"
+        )
+    model = _run_user_code(lambda: hf.hf_model(model_type, **config), f"building {spec}")
+    inputs = hf.hf_inputs(model, batch, seq)
+    model = model.to(device=device)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    kwargs = _to_device(inputs, torch.device(device), dtype)
+    shape = " x ".join(str(n) for n in next(iter(inputs.values())).shape)
+    settings = ",".join(f"{k}={v}" for k, v in config.items())
+    described = f"{spec}({settings}; {', '.join(inputs)} {shape})"
+    return Target(model, (), kwargs, described)
