@@ -13,6 +13,7 @@ first op that reads it: zeros are made there, and freed after their last reader.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -25,10 +26,27 @@ _SEARCH_DEPTH = 4
 
 
 def zeros_if_none(
-    gradient: torch.Tensor | None, shape: list[int], dtype: torch.dtype, device: torch.device
+    gradient: torch.Tensor | None,
+    shape: list[int],
+    dtype: torch.dtype,
+    device: torch.device,
+    planned_absent: bool = False,
 ) -> torch.Tensor:
-    """`gradient`, or zeros of the output's shape, dtype and device where none came."""
+    """`gradient`, or zeros of the output's shape, dtype and device where none came.
+
+    A gradient that comes where the plan counted none (the caller also backpropagates through
+    an output beside the loss) is memory the plan did not count from the backward's start: say
+    so, with the way to count it."""
     if gradient is not None:
+        if planned_absent:
+            warnings.warn(
+                "an output beside the model's loss received a gradient, which remat planned "
+                "as never coming; its bytes were not counted from the start of the backward, "
+                "so the budget may be exceeded: pass loss_reserve= (bytes your loss code "
+                "holds) to remat.compile",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return gradient
     return torch.zeros(shape, dtype=dtype, device=device)
 
@@ -51,7 +69,8 @@ def defer_tangents(joint: fx.GraphModule, absent: Iterable[str]) -> tuple[fx.Nod
         first = min(readers, key=order.__getitem__)
         with graph.inserting_before(first):
             node = graph.call_function(
-                zeros_if_none, (tangent, list(value.shape), value.dtype, value.device)
+                zeros_if_none,
+                (tangent, list(value.shape), value.dtype, value.device, tangent.name in absent),
             )
         node.meta = {k: v for k, v in tangent.meta.items() if k != "desc"}
         if tangent.name in absent:

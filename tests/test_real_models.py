@@ -209,3 +209,11 @@ def test_hf_trainer_trains_the_compiled_model(tmp_path):
     assert result.global_step == 4
     assert not torch.equal(model.lm_head.weight, before)
     assert compiled.remat_plan is not None
+
+
+def test_a_gradient_through_an_output_planned_as_unused_is_reported():
+    family = _family("gpt2")
+    compiled = remat.compile(copy.deepcopy(family.reference), budget=1.0)
+    out = compiled(**family.inputs)
+    with pytest.warns(RuntimeWarning, match="loss_reserve"):
+        (out.loss + out.logits.mean()).backward()
