@@ -9,6 +9,7 @@ with room for the gradients the other graphs will produce.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,13 +22,21 @@ from torch._functorch.aot_autograd import aot_module_simplified
 
 from remat.budget import Budget, InfeasibleBudgetError, format_bytes
 from remat.capture import CapturedGraph, Priced, capture_joint, returns_scalar_loss
-from remat.ir import Plan
+from remat.ir import Plan, RematGraph
+from remat.joint_plan import JointPlan, plan_jointly, resolve_step_budget, same_structure
 from remat.rewrite import rewrite
 from remat.simulate import simulate
 from remat.tangents import accept_missing_gradients, defer_tangents
 from remat.workspace import measure_storage_bytes, measure_workspaces
 
 logger = logging.getLogger(__name__)
+
+_FLOOR_TIME_LIMIT = 5.0
+"""Seconds to look for a graph's lowest-peak plan when no plan fits it alone."""
+
+MAX_REPLANS = 3
+"""Times a step is planned again whole before remat keeps what runs (a model whose graphs
+change from call to call would otherwise recompile forever)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,15 @@ class GraphPlan:
     saved_names: tuple[str, ...]
     replayed_random_ops: tuple[str, ...]
     plan_s: float
+    grad_bytes: int = 0
+    """Bytes of the gradients this graph's backward produces for trainable parameters."""
+    infeasible: InfeasibleBudgetError | None = None
+    """Planned alone, no plan fitted what the budget left it (this error says so); its
+    lowest-peak plan ran and the step is planned again whole (see Planner.plan_jointly)."""
+
+    @property
+    def over_budget(self) -> bool:
+        return self.infeasible is not None
 
     @property
     def carried_bytes(self) -> int:
@@ -71,11 +89,41 @@ class StepPlans:
     graphs: list[GraphPlan] = field(default_factory=list)
     graph_breaks: tuple[str, ...] = ()
     """Why Dynamo split the step, one line per reason (empty: one graph, or none reported)."""
+    joint: JointPlan | None = None
+    """The step's graphs planned together, once a call ran more than one."""
+    budget_bytes: int | None = None
+    """The step's budget when its graphs were planned together."""
+    joint_for: tuple[CapturedGraph, ...] = ()
+    """The graphs `joint` was planned for."""
+    replans: int = 0
+    """How often the step was planned again whole (bounded: see MAX_REPLANS)."""
+
+    other_grads: int = 0
+    """Bytes of trainable parameters' gradients no graph of the step produces (eager's)."""
 
     @property
     def carried_bytes(self) -> int:
         """Bytes the graphs planned so far keep live across their forward/backward boundary."""
         return sum(item.carried_bytes for item in self.graphs)
+
+    @property
+    def runs_joint_plan(self) -> bool:
+        """Whether the graphs that ran are the ones the joint plan was made for, with its plans."""
+        joint = self.joint
+        return (
+            joint is not None
+            and all(a.plan is b for a, b in zip(self.graphs, joint.plans, strict=False))
+            and len(self.graphs) == len(joint.plans)
+        )
+
+    @property
+    def predicted_peak(self) -> int:
+        """Simulated peak of the step as its graphs run (all of them, joined as autograd runs)."""
+        if self.joint is not None and self.runs_joint_plan:
+            return self.joint.peak
+        if self.joint is not None and len(self.joint.plans) == len(self.graphs):
+            return self.joint.ran_peak
+        return max(g.plan.predicted_peak + g.held_elsewhere for g in self.graphs)
 
 
 class Planner:
@@ -107,12 +155,80 @@ class Planner:
         self.budget_bytes: int | None = options.budget.bytes
         """The step's budget in bytes: a fraction is resolved on the first planned step and
         held from then on, so a later, smaller input (an epoch's last batch) fits it too."""
+        self.tolerate_infeasible = False
+        """A graph no plan fits alone runs its lowest-peak plan instead of raising; the caller
+        then plans the step whole (`plan_jointly`) and runs the call again if need be."""
+        self.graphs_planned = 0
+        """Graphs planned so far (a call that planned none ran what was compiled before)."""
+        self._fixed: dict[tuple, tuple[tuple[RematGraph, Plan], ...]] = {}
+        """Per input signature: the joint plan's graphs and plans, for the step's next compile."""
 
     def freeze_budget(self) -> None:
-        """Resolve a fractional budget for good, from the step planned for the current key."""
-        graphs = self.steps.get(self.current_key, StepPlans()).graphs
-        if self.budget_bytes is None and graphs:
-            self.budget_bytes = max(g.step_budget_bytes for g in graphs)
+        """Resolve a fractional budget for good, from the step planned for the current key:
+        the fraction of the whole step's keep-all peak (all its graphs, run as a step)."""
+        step = self.steps.get(self.current_key, StepPlans())
+        if self.budget_bytes is not None or not step.graphs:
+            return
+        if len(step.graphs) == 1:
+            self.budget_bytes = step.graphs[0].step_budget_bytes
+            return
+        graphs = [g.captured.graph for g in step.graphs]
+        self.budget_bytes = resolve_step_budget(self.options.budget, graphs, step.other_grads)
+
+    def plan_jointly(self, key: tuple) -> JointPlan | None:
+        """Plan the step of `key` whole when it ran as several graphs not yet planned together.
+
+        Returns the joint plan (its `worth_recompiling` says whether the step's next compile
+        should use it, which `backend_for_joint_plan` then does), or None when there is nothing
+        to do. Raises InfeasibleBudgetError with the whole step's floor if no plan fits.
+        """
+        step = self.steps.get(key)
+        if step is None or len(step.graphs) < 2 or step.runs_joint_plan:
+            return None
+        if step.joint_for == tuple(g.captured for g in step.graphs):
+            return None  # planned whole already; the plans that ran were kept
+        if step.replans >= MAX_REPLANS:
+            return None
+        self.current_key = key
+        self.freeze_budget()
+        assert self.budget_bytes is not None
+        reserve = self._reserve() if self._reserve is not None else 0
+        graphs = [g.captured.graph for g in step.graphs]
+        started = time.perf_counter()
+        try:
+            joint = plan_jointly(
+                graphs,
+                [g.plan for g in step.graphs],
+                self.budget_bytes - reserve,
+                self.options.solver,
+                carried=step.other_grads,
+                **self._solver_config(),
+            )
+        except InfeasibleBudgetError as error:
+            detail = error.detail + (f"; {format_bytes(reserve)} reserved" if reserve else "")
+            raise InfeasibleBudgetError(self.budget_bytes, error.floor + reserve, detail) from None
+        step.joint = joint
+        step.joint_for = tuple(g.captured for g in step.graphs)
+        step.budget_bytes = self.budget_bytes
+        step.replans += 1
+        logger.info(
+            "planned the step's %d graphs together in %.2fs: peak %s (ran %s)",
+            len(graphs),
+            time.perf_counter() - started,
+            format_bytes(joint.peak),
+            format_bytes(joint.ran_peak),
+        )
+        if joint.worth_recompiling:
+            self._fixed[key] = tuple(zip(graphs, joint.plans, strict=True))
+        return joint
+
+    def _solver_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        if self.options.time_limit is not None:
+            config["time_limit"] = self.options.time_limit
+        if self.options.progress is not None:
+            config["progress"] = self.options.progress
+        return config
 
     def begin_call(self, key: tuple) -> None:
         """A training call for input signature `key` starts: record which graphs it runs."""
@@ -128,7 +244,21 @@ class Planner:
         step = self.plans_for(self.current_key)
         if [g.captured for g in ran] != [g.captured for g in step.graphs]:
             step.graphs = list(ran)
+        if self._trainable_grad_bytes is not None:
+            produced = sum(g.grad_bytes for g in step.graphs)
+            step.other_grads = max(0, self._trainable_grad_bytes() - produced)
         self.freeze_budget()
+
+    def forget(self, key: tuple) -> None:
+        """Drop what was planned for input signature `key`: its next call plans afresh."""
+        self.steps.pop(key, None)
+        self._fixed.pop(key, None)
+
+    def backend_for_joint_plan(self) -> Callable:
+        """A backend Dynamo treats as new (it compiles the step afresh with it), planning each
+        graph with the joint plan made for it (`plan_jointly`); graphs it has none for are
+        planned as they come."""
+        return functools.partial(self.backend)
 
     def plans_for(self, key: tuple) -> StepPlans:
         return self.steps.setdefault(key, StepPlans())
@@ -184,7 +314,7 @@ class Planner:
     def _partition(
         self, joint: fx.GraphModule, num_fwd_outputs: int, grads_here: int, defer: bool
     ) -> tuple[fx.GraphModule, fx.GraphModule, GraphPlan]:
-        from remat.solvers import keep_all_plan, solve
+        from remat.solvers import find_floor, keep_all_plan, solve
 
         started = time.perf_counter()
         step = self.plans_for(self.current_key)
@@ -218,42 +348,67 @@ class Planner:
         if step_budget is None:
             step_budget = self.options.budget.resolve(keep_all.predicted_peak + held)
         reserve = self._reserve() if self._reserve is not None else 0
-        config: dict[str, Any] = {}
-        if self.options.time_limit is not None:
-            config["time_limit"] = self.options.time_limit
-        if self.options.progress is not None:
-            config["progress"] = self.options.progress
-        try:
-            plan = solve(
-                captured.graph, step_budget - held - reserve, solver=self.options.solver, **config
-            )
-        except InfeasibleBudgetError as error:
-            # Say it in the step's terms: what the other graphs hold comes on top of this floor
-            # (and the solver's word on whether the floor is proven stays).
-            details = [error.detail] if error.detail else []
-            if held:
-                details.append(
-                    f"graph {self._graph_index(step)} of the step; {format_bytes(held)} held by "
-                    "the step's other graphs: removing graph breaks lets remat plan the step whole"
+        allowed = step_budget - held - reserve
+        infeasible = None
+        plan = self._fixed_plan(captured.graph, self._graph_index(step))
+        if plan is None:
+            try:
+                plan = solve(
+                    captured.graph, allowed, solver=self.options.solver, **self._solver_config()
                 )
-            floor = error.floor + held + reserve
-            raise InfeasibleBudgetError(step_budget, floor, "; ".join(details)) from None
+            except InfeasibleBudgetError as error:
+                infeasible = self._step_error(error, step, step_budget, held, reserve)
+                if not self.tolerate_infeasible:
+                    raise infeasible from None
+                # The step is planned whole once this call has shown all its graphs.
+                plan = error.floor_plan
+                if not isinstance(plan, Plan):
+                    time_limit = self.options.time_limit or _FLOOR_TIME_LIMIT
+                    plan = find_floor(captured.graph, time_limit).plan
         rewritten = rewrite(joint, captured, plan, num_fwd_outputs)
         graph_plan = GraphPlan(
             index=self._graph_index(step),
             captured=captured,
             plan=plan,
             keep_all_peak=keep_all.predicted_peak,
-            budget_bytes=step_budget - held - reserve,
+            budget_bytes=allowed,
             step_budget_bytes=step_budget,
             held_elsewhere=held,
             saved_names=rewritten.saved,
             replayed_random_ops=rewritten.replayed_random_ops,
             plan_s=time.perf_counter() - started,
+            grad_bytes=grads_here,
+            infeasible=infeasible,
         )
         step.graphs.append(graph_plan)
+        self.graphs_planned += 1
         logger.info("planned %s in %.2fs: %s", captured.graph.name, graph_plan.plan_s, plan.status)
         return rewritten.forward, rewritten.backward, graph_plan
+
+    def _fixed_plan(self, graph: RematGraph, index: int) -> Plan | None:
+        """The joint plan's plan for graph `index` of the current step, if this is its graph."""
+        fixed = self._fixed.get(self.current_key, ())
+        if index < len(fixed) and same_structure(fixed[index][0], graph):
+            return fixed[index][1]
+        return None
+
+    def _step_error(
+        self,
+        error: InfeasibleBudgetError,
+        step: StepPlans,
+        step_budget: int,
+        held: int,
+        reserve: int,
+    ) -> InfeasibleBudgetError:
+        """Say it in the step's terms: what the other graphs hold comes on top of this graph's
+        floor (and the solver's word on whether the floor is proven stays)."""
+        details = [error.detail] if error.detail else []
+        if held:
+            details.append(
+                f"graph {self._graph_index(step)} of the step; {format_bytes(held)} held by "
+                "the step's other graphs: removing graph breaks lets remat plan the step whole"
+            )
+        return InfeasibleBudgetError(step_budget, error.floor + held + reserve, "; ".join(details))
 
     def _absent_tangents(self, joint: fx.GraphModule, num_fwd_outputs: int) -> frozenset[str]:
         """Output gradients planned as never coming: with a scalar loss among the outputs and

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -18,8 +19,9 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 from remat.aot import Planner, PlanOptions, StepPlans
-from remat.budget import parse_budget, parse_reserve
-from remat.engines import check_model
+from remat.budget import InfeasibleBudgetError, format_bytes, parse_budget, parse_reserve
+from remat.engines import check_model, engine_reserve
+from remat.model_state import ModelState
 from remat.report import RematPlanReport
 
 _RECOMPILE_LIMIT = 64
@@ -51,14 +53,26 @@ class RematModule(nn.Module):
         super().__init__()
         self._orig_mod = module
         self._options = options
-        self._planner = Planner(options, _PRICES[timing], lambda: _trainable_grad_bytes(module))
-        self._compiled: Callable[..., Any] = torch.compile(
-            module, backend=self._planner.backend, dynamic=False
+        self._planner = Planner(
+            options,
+            _PRICES[timing],
+            lambda: _trainable_grad_bytes(module),
+            reserve=lambda: engine_reserve(module),
         )
+        self._planner.tolerate_infeasible = True
+        self._joint: dict[tuple, Callable[..., Any]] = {}
+        """Per input signature: the step compiled afresh with its graphs' joint plan."""
+        self._settled: set[tuple] = set()
+        """Input signatures whose last call planned nothing: their calls just run."""
+        self._compiled: Callable[..., Any] = self._compile(self._planner.backend)
         # Tools that read the forward's parameters (HF Trainer drops dataset columns the model
         # does not take) see the original's signature.
         step = type(self).forward.__get__(self)
         self.forward = functools.wraps(module.forward)(lambda *a, **k: step(*a, **k))
+
+    def _compile(self, backend: Callable[..., Any]) -> Callable[..., Any]:
+        """The model under Dynamo with `backend`; a backend it has not seen compiles afresh."""
+        return torch.compile(self._orig_mod, backend=backend, dynamic=False)
 
     @property
     def original_module(self) -> nn.Module:
@@ -78,6 +92,50 @@ class RematModule(nn.Module):
         if not torch.is_grad_enabled():
             return self._orig_mod(*args, **kwargs)
         key = _signature(args, kwargs)
+        if key in self._settled:
+            return self._run(key, args, kwargs)
+        # This call may plan graphs: if the step turns out to be several graphs whose plans,
+        # made one by one, break the budget, it runs again under a plan of the whole step.
+        state = ModelState.save(self._orig_mod)
+        planned_before = self._planner.graphs_planned
+        while True:
+            result = self._run(key, args, kwargs)
+            try:
+                joint = self._planner.plan_jointly(key)
+            except InfeasibleBudgetError:
+                del result
+                self._abandon(key, state)
+                raise
+            if joint is not None and joint.worth_recompiling:
+                self._joint[key] = self._compile(self._planner.backend_for_joint_plan())
+            if joint is None or not joint.ran_over_budget:
+                break
+            del result
+            state.restore()
+        step = self._planner.steps.get(key)
+        if step is not None and _ran_over_budget(step, self._planner.budget_bytes):
+            error = next(g.infeasible for g in step.graphs if g.infeasible is not None)
+            if len(step.graphs) == 1:  # the step is this graph: its floor is the step's
+                del result
+                self._abandon(key, state)
+                raise error
+            _warn_over_budget(step, self._planner.budget_bytes)
+        if joint is None and self._planner.graphs_planned == planned_before:
+            self._settled.add(key)
+        return result
+
+    def _abandon(self, key: tuple, state: ModelState) -> None:
+        """Undo a call that cannot run within the budget: the model as before it, and no
+        compiled code left that would run its plans (the next call plans again)."""
+        state.restore()
+        self._planner.forget(key)
+        self._joint.pop(key, None)
+        self._settled.discard(key)
+        self._compiled = self._compile(self._planner.backend_for_joint_plan())
+
+    def _run(self, key: tuple, args: tuple, kwargs: dict) -> Any:
+        """One call of the compiled step: the joint plan's compile of it once there is one."""
+        compiled = self._joint.get(key, self._compiled)
         self._planner.begin_call(key)
         first_call = key not in self._planner.steps
         breaks_before = _break_reasons()
@@ -85,7 +143,7 @@ class RematModule(nn.Module):
             recompile_limit=_RECOMPILE_LIMIT, ignore_logger_methods=_logger_methods()
         ):
             try:
-                result = self._compiled(*args, **kwargs)
+                result = compiled(*args, **kwargs)
             except torch._dynamo.exc.BackendCompilerFailed as error:
                 inner = error.inner_exception
                 if isinstance(inner, ValueError):
@@ -183,6 +241,24 @@ _PRICES = {"estimate": _estimated_prices, "measure": _measured_prices}
 
 def _trainable_grad_bytes(module: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
+
+
+def _ran_over_budget(step: StepPlans, budget: int | None) -> bool:
+    """A graph ran its lowest-peak plan because none fitted alone, and no joint plan covers
+    the step as it ran (its graphs kept changing)."""
+    over = any(g.over_budget for g in step.graphs) and not step.runs_joint_plan
+    return over and budget is not None and step.predicted_peak > budget
+
+
+def _warn_over_budget(step: StepPlans, budget: int | None) -> None:
+    warnings.warn(
+        f"remat: this call ran graphs planned one by one whose step peak is predicted at "
+        f"{format_bytes(step.predicted_peak)}, above the budget "
+        f"{format_bytes(budget or 0)}; the step's graphs kept changing from call to call, so "
+        "remat stopped planning them whole. Remove the graph breaks or raise the budget.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _break_reasons() -> Counter:

@@ -34,10 +34,14 @@ class BudgetError(ValueError):
 class InfeasibleBudgetError(BudgetError):
     """The budget is below the smallest peak any plan reaches (the floor)."""
 
-    def __init__(self, budget: int, floor: int, detail: str = "") -> None:
+    def __init__(
+        self, budget: int, floor: int, detail: str = "", floor_plan: object = None
+    ) -> None:
         self.budget = budget
         self.floor = floor
         self.detail = detail
+        self.floor_plan = floor_plan
+        """The plan that peaks at `floor`, where the solver found one (a remat.ir.Plan)."""
         message = (
             f"budget {format_bytes(budget)} ({budget} bytes) is below the smallest feasible "
             f"budget for this step, {format_bytes(floor)} ({floor} bytes); "

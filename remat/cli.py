@@ -19,12 +19,9 @@ from typing import NoReturn
 
 from rich.console import Console
 
-EXIT_USAGE = 2
+from remat.cli_errors import EXIT_USAGE, UsageError
+
 EXIT_INTERNAL = 1
-
-
-class UsageError(Exception):
-    """Something the user must fix; shown as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from remat.cli import UsageError
+from remat.cli_errors import UsageError
 
 _EXAMPLE = 'remat analyze mypkg.models:build --input "randn(8,3,224,224)" --budget 0.3,0.5,0.7'
 _HF_EXAMPLE = "remat analyze hf:gpt2 --hf-config n_layer=4 --batch 2 --seq 512"

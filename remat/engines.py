@@ -34,6 +34,12 @@ def check_model(model: nn.Module) -> None:
         raise UnsupportedModelError(f"{sharded[0]} is sharded by fully_shard: {_FSDP2_ADVICE}")
 
 
+def engine_reserve(model: nn.Module) -> int:
+    """Bytes the engine running `model` holds during the step outside remat's graphs, withheld
+    from the budget (none for a plain module)."""
+    return 0
+
+
 def check_graph(gm: fx.GraphModule) -> None:
     """Raise UnsupportedModelError if Dynamo traced `gm` from FSDP2-sharded modules."""
     classes = (

@@ -48,17 +48,21 @@ class RematPlanReport:
     @classmethod
     def from_step(cls, step: StepPlans, options: PlanOptions) -> RematPlanReport:
         summaries = tuple(_summarize(item) for item in step.graphs)
-        # Each graph was planned with what the others hold; the step's figures are the worst.
-        # A fractional budget resolves per graph against the keep-all peak that graph sees, so
-        # the step's budget is the largest of those (= the fraction of keep_all_peak below).
+        if step.joint is not None:
+            # Planned whole: the step's figures come from the graphs joined as autograd runs.
+            budget = step.budget_bytes or max(g.step_budget_bytes for g in step.graphs)
+            keep_all = step.joint.keep_all_peak
+        else:
+            # Each graph was planned with what the others hold; the step's figures are the
+            # worst. A fractional budget resolves per graph against the keep-all peak that
+            # graph sees, so the step's budget is the largest of those.
+            budget = max(g.step_budget_bytes for g in step.graphs)
+            keep_all = max(g.keep_all_peak + g.held_elsewhere for g in step.graphs)
         return cls(
             budget=options.budget.describe(),
-            step_budget_bytes=max(g.step_budget_bytes for g in step.graphs),
-            keep_all_peak=max(g.keep_all_peak + g.held_elsewhere for g in step.graphs),
-            predicted_peak=max(
-                s.predicted_peak + g.held_elsewhere
-                for s, g in zip(summaries, step.graphs, strict=True)
-            ),
+            step_budget_bytes=budget,
+            keep_all_peak=keep_all,
+            predicted_peak=step.predicted_peak,
             graphs=summaries,
             graph_breaks=step.graph_breaks,
         )

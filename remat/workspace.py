@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Generic, TypeVar
 
 import torch
 import torch.fx as fx
@@ -47,8 +50,36 @@ _MEASURED_OPS = {
 }
 """Ops measured for scratch memory (others were measured to allocate only their outputs)."""
 
-_cache: dict[tuple, int] = {}
-_storage_cache: dict[tuple, int | None] = {}
+_CACHE_SIZE = 512
+"""Distinct (op, shapes, device) calls remembered per cache: a model has a few dozen; a process
+that compiles many models forgets the oldest instead of growing without bound."""
+
+_V = TypeVar("_V")
+
+
+class _Lru(Generic[_V]):
+    """A dict of at most `size` entries that forgets the least recently used one."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple, _V] = OrderedDict()
+
+    def get(self, key: tuple, make: Callable[[], _V]) -> _V:
+        """The value for `key`, made (and remembered) on first use."""
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        value = self._entries[key] = make()
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_cache: _Lru[int] = _Lru(_CACHE_SIZE)
+_storage_cache: _Lru[int | None] = _Lru(_CACHE_SIZE)
 
 
 def measure_workspaces(joint: fx.GraphModule, device: torch.device) -> Mapping[fx.Node, int]:
@@ -58,10 +89,7 @@ def measure_workspaces(joint: fx.GraphModule, device: torch.device) -> Mapping[f
     with unset_fake_temporarily():
         for node in joint.graph.nodes:
             if node.op == "call_function" and node.target in _MEASURED_OPS:
-                key = _key(node, device)
-                if key not in _cache:
-                    _cache[key] = _measure(node, device)
-                result[node] = _cache[key]
+                result[node] = _cache.get(_key(node, device), partial(_measure, node, device))
     return result
 
 
@@ -73,10 +101,9 @@ def measure_storage_bytes(joint: fx.GraphModule, device: torch.device) -> Mappin
         for node in joint.graph.nodes:
             if not _may_hide_storage(node):
                 continue
-            key = _key(node, device)
-            if key not in _storage_cache:
-                _storage_cache[key] = _real_storage_bytes(node, device)
-            real = _storage_cache[key]
+            real = _storage_cache.get(
+                _key(node, device), partial(_real_storage_bytes, node, device)
+            )
             if real is not None:
                 result[node] = real
     return result

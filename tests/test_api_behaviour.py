@@ -211,3 +211,71 @@ def test_measured_op_times_plan_a_step_with_eager_results():
     assert sum(op.time for op in graph_plan.captured.graph.ops) > 0
     with pytest.raises(ValueError, match="estimate, measure"):
         remat.compile(_mlp(), budget=0.5, timing="guess")
+
+
+class BrokenInTwo(nn.Module):
+    """Two residual stacks with a graph break between them, BatchNorm in the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(64)
+        self.a = ResidualMLP(64, 4, 128)
+        self.b = ResidualMLP(64, 4, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(self.norm(x))
+        torch._dynamo.graph_break()
+        return self.b(h)
+
+
+def _broken_in_two() -> BrokenInTwo:
+    torch.manual_seed(0)
+    return BrokenInTwo()
+
+
+def test_graph_broken_step_is_planned_whole_and_run_again_when_greedy_plans_break_the_budget():
+    torch._dynamo.reset()
+    x = torch.randn(256, 64)
+    with pytest.raises(remat.InfeasibleBudgetError) as refused:
+        _step(remat.compile(_broken_in_two(), budget=1000), x)
+    model, reference = _broken_in_two(), _broken_in_two()
+    budget = int(1.05 * refused.value.floor)
+    compiled = remat.compile(model, budget=budget)
+    _step(compiled, x)
+    _step(reference, x)
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=0)
+    # The call ran once as far as the model can tell: BatchNorm's statistics moved once.
+    torch.testing.assert_close(model.norm.running_mean, reference.norm.running_mean)
+    assert model.norm.num_batches_tracked.item() == 1
+    (step,) = compiled.remat_plans.values()
+    assert len(step.graphs) == 2 and step.runs_joint_plan
+    # Planned graph by graph, this budget was out of reach: the call ran again, planned whole.
+    assert step.joint.ran_over_budget and step.joint.peak <= budget
+    assert compiled.remat_plan.predicted_peak == step.joint.peak
+    measured = measure_peak(
+        lambda: _step(compiled, x), "cpu", setup=lambda: model.zero_grad(set_to_none=True)
+    )
+    assert measured.peak_bytes <= budget
+
+
+def test_graph_broken_step_floor_is_the_whole_steps_whatever_the_budget():
+    torch._dynamo.reset()
+    x = torch.randn(256, 64)
+    floors = []
+    for budget in (200_000, 400_000):
+        model = _broken_in_two()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        compiled = remat.compile(model, budget=budget)
+        with pytest.raises(remat.InfeasibleBudgetError, match="2 graphs planned together") as e:
+            _step(compiled, x)
+        floors.append(e.value.floor)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert all(p.grad is None for p in model.parameters())
+        # No compiled code is left to run the refused plans: the next call refuses too.
+        with pytest.raises(remat.InfeasibleBudgetError):
+            _step(compiled, x)
+    assert floors[0] == floors[1]
+    ok = remat.compile(_broken_in_two(), budget=floors[0])
+    _step(ok, x)
+    assert ok.remat_plan.predicted_peak <= floors[0]

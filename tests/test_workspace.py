@@ -60,3 +60,15 @@ def test_an_mse_loss_step_is_predicted_to_the_bytes_and_keeps_its_budget():
     assert peak.peak_bytes <= plan.step_budget_bytes
     # The loss's 8 KiB buffer is counted: without it the prediction was 8 KiB short.
     assert abs(peak.peak_bytes - plan.predicted_peak) <= 8
+
+
+def test_the_measurement_caches_forget_the_oldest_calls_beyond_their_size() -> None:
+    from remat.workspace import _Lru
+
+    made = []
+    cache: _Lru[int] = _Lru(2)
+    for key in ["a", "b", "a", "c", "b"]:
+        cache.get((key,), lambda key=key: made.append(key) or len(made))
+    # "a" was used again before "c" came, so "b" was the one forgotten and is made again
+    assert made == ["a", "b", "c", "b"]
+    assert len(cache) == 2

@@ -10,9 +10,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from remat.analysis.memory import TOP_LEVEL, ModelBytes, PeakBreakdown, model_bytes, peak_breakdown
+from remat.analysis.points import Measurements
 from remat.analysis.step import (
     CapturedStep,
     capture_step,
@@ -27,9 +28,6 @@ from remat.budget import Budget, InfeasibleBudgetError
 from remat.ir import Plan
 from remat.simulate import simulate
 from remat.solvers import find_floor, get_solver
-
-if TYPE_CHECKING:
-    from remat.analysis.measured import Measurements
 
 ProgressFn = Callable[[str, int, int], None]
 """Receives (what is being done, units done, units in all)."""

@@ -16,36 +16,12 @@ from dataclasses import dataclass, replace
 import torch
 
 from remat.analysis.core import Analysis, ProgressFn, accepts_time_limit
+from remat.analysis.points import SKIPPED, MeasuredPoint, Measurements
 from remat.analysis.step import step_loss
 from remat.analysis.target import Target
 from remat.measure import measure_peak, resolve_device, time_step
 
 TORCH_BUDGETS = (0.0, 0.25, 0.5, 0.75, 1.0)
-SKIPPED = "not run: the budget is infeasible"
-
-
-@dataclass(frozen=True)
-class MeasuredPoint:
-    kind: str
-    """'eager', 'remat' or 'torch'."""
-    setting: str
-    """The remat budget as the user wrote it, or torch's activation_memory_budget."""
-    peak_bytes: int | None = None
-    step_s: float | None = None
-    predicted_peak: int | None = None
-    """remat only: the predicted peak of the plan this run made (its own solve)."""
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Measurements:
-    device: str
-    method: str
-    eager: MeasuredPoint
-    remat: tuple[MeasuredPoint, ...] = ()
-    """One per budget of the analysis, in the same order."""
-    torch: tuple[MeasuredPoint, ...] = ()
-    torch_backend: str = ""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from remat.analysis.core import Analysis
-from remat.analysis.measured import SKIPPED
+from remat.analysis.points import SKIPPED
 from remat.budget import format_bytes
 
 

@@ -8,11 +8,11 @@ is still replayed by the simulator itself (make_plan); a test checks the two agr
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from remat.ir import RematGraph
+from remat.solvers._per_graph import per_graph
 
 _FREE = -2
 """Storage id of graph inputs: always there, never counted."""
@@ -39,20 +39,9 @@ class _Layout:
     time: tuple[float, ...]
 
 
-_LAYOUTS: dict[int, tuple[weakref.ref[RematGraph], _Layout]] = {}
-
-
+@per_graph
 def _layout(graph: RematGraph) -> _Layout:
-    """Per-graph arrays, cached by identity (hashing a big graph costs more than a replay)."""
-    cached = _LAYOUTS.get(id(graph))
-    if cached is not None and cached[0]() is graph:
-        return cached[1]
-    layout = _build_layout(graph)
-    _LAYOUTS[id(graph)] = (weakref.ref(graph, lambda _: _LAYOUTS.pop(id(graph), None)), layout)
-    return layout
-
-
-def _build_layout(graph: RematGraph) -> _Layout:
+    """Per-graph arrays, computed once per graph object."""
     return _Layout(
         inputs=tuple(op.inputs for op in graph.ops),
         outputs=tuple(op.outputs for op in graph.ops),

@@ -96,4 +96,4 @@ def floor_or_raise(graph: RematGraph, budget: int, heuristics: list[Plan], deadl
 
 def _raise(budget: int, floor: Floor) -> NoReturn:
     detail = "proven minimum" if floor.proven else "lowest peak found; a lower one may exist"
-    raise InfeasibleBudgetError(budget, floor.bytes, detail)
+    raise InfeasibleBudgetError(budget, floor.bytes, detail, floor_plan=floor.plan)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import time
 
 from remat.ir import Plan, RematGraph
 from remat.solvers._common import fast_plan, reference_schedule
+from remat.solvers._per_graph import per_graph
 from remat.solvers.evict import eviction_plans
 from remat.solvers.lazy import Schedule, default_steps, lazy_family
 from remat.solvers.split import split_plans
@@ -14,7 +14,7 @@ from remat.solvers.sqrt import sqrt_family
 from remat.solvers.structured import structured_family
 
 
-@functools.lru_cache(maxsize=4)
+@per_graph
 def budget_free_plans(graph: RematGraph) -> tuple[Plan, ...]:
     """Keep-all, the lazy, sqrt and structured families: plans that do not depend on a budget.
 

@@ -14,7 +14,6 @@ budget can never get a plan with a higher peak.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Collection
@@ -22,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from remat.ir import Plan, RematGraph
 from remat.solvers._common import confirmed_best, fast_plan, raise_infeasible
+from remat.solvers._per_graph import per_graph
 from remat.solvers.base import register
 
 Schedule = tuple[tuple[int, ...], int]
@@ -41,7 +41,7 @@ class Structure:
     """Bytes that keeping each tensor holds (a view holds its base's storage)."""
 
 
-@functools.lru_cache(maxsize=8)
+@per_graph
 def structure(graph: RematGraph) -> Structure:
     boundary = graph.boundary
     forward_made = {tensor for op in graph.ops[:boundary] for tensor in op.outputs}

@@ -147,3 +147,74 @@ def random_training_graph(seed: int | random.Random, forward_ops: int = 8) -> Re
         reserve=rng.choice([0, 0, 8]),
         backward_reserve=rng.choice([0, 0, 6]),
     )
+
+
+def random_general_graph(rng: random.Random, ops: int = 10) -> RematGraph:
+    """Any shape the IR allows: multi-output ops, views of produced values and of (late) inputs,
+    late inputs read only after the boundary, random outputs, reserves and transients."""
+    builder = GraphBuilder("general")
+    values = [builder.input(f"x{i}", rng.choice([0, 0, 16])) for i in range(rng.randint(1, 2))]
+    forward = rng.randint(1, max(1, ops - 1))
+    late: list[int] = []
+    for index in range(ops):
+        if index == forward:
+            builder.start_backward()
+            late = [builder.input(f"t{i}", rng.choice([0, 4, 12]), late=True) for i in range(2)]
+            late = late[: rng.randint(0, 2)]
+            values.extend(late)
+        readable = values if index >= forward else [v for v in values if v not in late]
+        picks = rng.sample(readable, min(len(readable), rng.randint(1, 3)))
+        owners = [v for v in picks if builder.tensors[v].alias_of is None]
+        view_of = rng.choice(owners) if owners and rng.random() < 0.2 else None
+        out = builder.op(
+            f"op{index}",
+            picks,
+            rng.choice([0, 4, 8, 24, 64]),
+            rng.choice([0.25, 1.0, 3.0]),
+            view_of=view_of,
+            recomputable=rng.random() > 0.1,
+            transient=rng.choice([0, 0, 7]),
+            outputs=1 if view_of is not None else rng.choice([1, 1, 2]),
+        )
+        values.extend(t.id for t in builder.tensors[out:])
+    if builder.boundary is None:
+        builder.start_backward()
+    produced = [t.id for t in builder.tensors if t.producer is not None]
+    outputs = rng.sample(produced, rng.randint(0, min(3, len(produced))))
+    boundary = len(builder.ops) if builder.boundary is None else builder.boundary
+    forward_outputs = [t for t in outputs if builder.tensors[t].producer < boundary]
+    return builder.build(
+        outputs=outputs,
+        forward_outputs=rng.sample(forward_outputs, rng.randint(0, len(forward_outputs))),
+        reserve=rng.choice([0, 0, 5]),
+        backward_reserve=rng.choice([0, 0, 3]),
+    )
+
+
+def random_schedule(graph: RematGraph, rng: random.Random) -> tuple[list[int], int]:
+    """A random execution order that runs every op at least once, recomputes some, and places
+    the boundary at a random point that is mostly valid (keep those the simulator accepts)."""
+    pending = set(range(len(graph.ops)))
+    done: set[int] = set()
+    available = set(graph.inputs) | set(graph.late_inputs)
+    schedule: list[int] = []
+    while pending:
+        ready = [o for o in range(len(graph.ops)) if set(graph.ops[o].inputs) <= available]
+        fresh = [o for o in ready if o in pending]
+        again = [o for o in ready if o in done and graph.ops[o].recomputable]
+        op_id = rng.choice(again if again and (rng.random() < 0.25 or not fresh) else fresh)
+        schedule.append(op_id)
+        pending.discard(op_id)
+        done.add(op_id)
+        available.update(graph.ops[op_id].outputs)
+    late = set(graph.late_inputs)
+    first_made = {}
+    for step, op_id in enumerate(schedule):
+        for tensor in graph.ops[op_id].outputs:
+            first_made.setdefault(tensor, step)
+    low = max((first_made[t] + 1 for t in graph.forward_outputs), default=0)
+    reads_late = [s for s, o in enumerate(schedule) if late & set(graph.ops[o].inputs)]
+    high = min(reads_late, default=len(schedule))
+    if low > high or rng.random() < 0.1:
+        return schedule, rng.randint(0, len(schedule))
+    return schedule, rng.randint(low, high)
