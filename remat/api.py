@@ -18,11 +18,12 @@ import torch
 from torch import nn
 from torch._dynamo.utils import counters
 
-from remat.aot import Planner, PlanOptions, StepPlans
+from remat.aot import Planner
 from remat.budget import InfeasibleBudgetError, format_bytes, parse_budget, parse_reserve
 from remat.engines import check_model, engine_reserve
 from remat.model_state import ModelState
 from remat.report import RematPlanReport
+from remat.step_plan import PlanOptions, StepPlans
 
 _RECOMPILE_LIMIT = 64
 """Dynamo's default (8) would silently run eager after 8 input signatures or model instances."""

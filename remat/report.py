@@ -10,7 +10,7 @@ from remat.budget import format_bytes
 from remat.simulate import simulate
 
 if TYPE_CHECKING:
-    from remat.aot import GraphPlan, PlanOptions, StepPlans
+    from remat.step_plan import GraphPlan, PlanOptions, StepPlans
 
 
 @dataclass(frozen=True)

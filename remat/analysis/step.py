@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from remat.aot import GraphPlan
 from remat.budget import InfeasibleBudgetError
 from remat.ir import Plan, PlanStatus, RematGraph
 from remat.simulate import simulate
+from remat.step_plan import GraphPlan
 
 
 class TraceError(ValueError):

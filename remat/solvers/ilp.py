@@ -233,7 +233,11 @@ class IlpSolver:
         if run.schedule is None:
             return None
         plan = make_plan(problem.graph, run.schedule, run.boundary, solver=self.name)
-        return plan if plan.predicted_peak <= budget else None
+        if plan.predicted_peak > budget:
+            # Short of the budget, it is still a peak reached: a floor never stands above it.
+            heuristics.append(plan)
+            return None
+        return plan
 
     def _search(
         self, problem: Problem, budget: int, starts: list[Plan], deadline: float
