@@ -111,6 +111,8 @@ class RematModule(nn.Module):
                 self._joint[key] = self._compile(self._planner.backend_for_joint_plan())
             if joint is None or not joint.ran_over_budget:
                 break
+            if joint.ran_forward_peak > joint.budget:
+                _warn_discarded_forward(joint.ran_forward_peak, joint.budget)
             del result
             state.restore()
         step = self._planner.steps.get(key)
@@ -257,6 +259,17 @@ def _warn_over_budget(step: StepPlans, budget: int | None) -> None:
         f"{format_bytes(step.predicted_peak)}, above the budget "
         f"{format_bytes(budget or 0)}; the step's graphs kept changing from call to call, so "
         "remat stopped planning them whole. Remove the graph breaks or raise the budget.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _warn_discarded_forward(peak: int, budget: int) -> None:
+    warnings.warn(
+        f"remat: the first call's forward, planned graph by graph before the step's graphs were "
+        f"known, may have reached {format_bytes(peak)} (simulated), above the budget "
+        f"{format_bytes(budget)}; it was discarded and the call ran again planned whole. Later "
+        "calls run the whole step's plan. Remove the graph breaks to avoid this.",
         RuntimeWarning,
         stacklevel=3,
     )

@@ -241,7 +241,9 @@ def test_graph_broken_step_is_planned_whole_and_run_again_when_greedy_plans_brea
     model, reference = _broken_in_two(), _broken_in_two()
     budget = int(1.05 * refused.value.floor)
     compiled = remat.compile(model, budget=budget)
-    _step(compiled, x)
+    # The first call's forward, planned graph by graph, is simulated above the budget: said.
+    with pytest.warns(RuntimeWarning, match="first call's forward"):
+        _step(compiled, x)
     _step(reference, x)
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=0)
