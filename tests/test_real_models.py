@@ -11,6 +11,7 @@ and the simulator's peak within 5% of the measured one.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -217,3 +218,55 @@ def test_a_gradient_through_an_output_planned_as_unused_is_reported():
     out = compiled(**family.inputs)
     with pytest.warns(RuntimeWarning, match="loss_reserve"):
         (out.loss + out.logits.mean()).backward()
+
+
+class _CheckedEncoder(torch.nn.Module):
+    """A user's model around HF code: an encoder, a data-dependent sanity check on its output
+    (Dynamo breaks the graph there), then a head of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = hf_model("bert", "tiny", hidden_dropout_prob=0.0).bert
+        width = self.encoder.config.hidden_size
+        self.head = torch.nn.Sequential(
+            torch.nn.Linear(width, 4 * width), torch.nn.GELU(), torch.nn.Linear(4 * width, width)
+        )
+
+    def forward(self, input_ids):
+        hidden = self.encoder(input_ids=input_ids).last_hidden_state
+        if bool(torch.isnan(hidden).any()):
+            raise FloatingPointError("NaN activations")
+        return self.head(hidden).square().mean()
+
+
+def _peak_of(step, owner) -> int:
+    return measure_peak(step, "cpu", setup=lambda: owner.zero_grad(set_to_none=True)).peak_bytes
+
+
+def test_a_graph_broken_hf_step_is_planned_whole_within_budget():
+    ids = hf_inputs(hf_model("bert", "tiny"), batch=4, seq=SEQ)["input_ids"]
+    reference = _CheckedEncoder()
+
+    def run(model):
+        torch.manual_seed(1)
+        model(ids).backward()
+
+    with pytest.raises(remat.InfeasibleBudgetError, match="2 graphs planned together") as e:
+        run(remat.compile(_CheckedEncoder(), budget=1, time_limit=TIME_LIMIT))
+    budget = int(1.1 * e.value.floor)
+    model = _CheckedEncoder()
+    compiled = remat.compile(model, budget=budget, time_limit=TIME_LIMIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the discarded first forward, if any
+        run(compiled)
+    run(reference)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        _assert_close(p.grad, q.grad, f"grad of {name}")
+    (step,) = compiled.remat_plans.values()
+    assert len(step.graphs) == 2 and step.runs_joint_plan
+    # planned graph by graph, the first call's plans would have broken this budget
+    assert step.joint.ran_over_budget
+    measured = _peak_of(lambda: run(compiled), model)
+    assert measured <= budget, f"measured {measured} > budget {budget}"
+    assert abs(step.predicted_peak - measured) <= 0.05 * measured
