@@ -13,6 +13,9 @@ from remat.capture import UnsupportedGraphError
 from remat.engines import UnsupportedModelError
 from remat.measure import PeakMeasurement, StepTiming, measure_peak, time_step
 from remat.simulate import InvalidScheduleError
+from remat.torch_internals import check_torch_version
+
+check_torch_version()  # once, on import: remat leans on torch internals of the tested release
 
 __all__ = [
     "BackendOptionError",

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from torch._functorch.aot_autograd import aot_module_simplified
 
 from remat.budget import InfeasibleBudgetError, format_bytes
 from remat.capture import Priced, capture_joint, returns_scalar_loss
@@ -27,6 +26,7 @@ from remat.joint_plan import JointPlan, plan_jointly, resolve_step_budget, same_
 from remat.rewrite import rewrite
 from remat.step_plan import GraphPlan, PlanOptions, StepPlans
 from remat.tangents import accept_missing_gradients, defer_tangents
+from remat.torch_internals import aot_module_simplified, is_tangent
 from remat.workspace import measure_storage_bytes, measure_workspaces
 
 logger = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ class Planner:
         return frozenset(
             n.name
             for n in joint.graph.find_nodes(op="placeholder")
-            if n.name.startswith("tangents")
+            if is_tangent(n)
             and isinstance(value := n.meta.get("val"), torch.Tensor)
             and value.ndim > 0
         )

@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._dynamo.utils import counters
 
 from remat.aot import Planner
 from remat.budget import InfeasibleBudgetError, format_bytes, parse_budget, parse_reserve
@@ -24,6 +23,13 @@ from remat.engines import check_model, engine_reserve
 from remat.model_state import ModelState
 from remat.report import RematPlanReport
 from remat.step_plan import PlanOptions, StepPlans
+from remat.torch_internals import (
+    BackendCompilerFailed,
+    dynamo_config,
+    dynamo_counters,
+    tree_leaves,
+    unset_fake_temporarily,
+)
 
 _RECOMPILE_LIMIT = 64
 """Dynamo's default (8) would silently run eager after 8 input signatures or model instances."""
@@ -142,12 +148,12 @@ class RematModule(nn.Module):
         self._planner.begin_call(key)
         first_call = key not in self._planner.steps
         breaks_before = _break_reasons()
-        with torch._dynamo.config.patch(
+        with dynamo_config.patch(
             recompile_limit=_RECOMPILE_LIMIT, ignore_logger_methods=_logger_methods()
         ):
             try:
                 result = compiled(*args, **kwargs)
-            except torch._dynamo.exc.BackendCompilerFailed as error:
+            except BackendCompilerFailed as error:
                 inner = error.inner_exception
                 if isinstance(inner, ValueError):
                     raise inner.with_traceback(None) from None
@@ -231,8 +237,6 @@ def _estimated_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:
 def _measured_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:
     """Each op timed once on `device` (random data of the traced shapes): a better objective
     for the solver where the roofline misjudges ops, at the cost of running the step's ops."""
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
-
     from remat.cost import profile_ops
 
     with unset_fake_temporarily():
@@ -277,7 +281,7 @@ def _warn_discarded_forward(peak: int, budget: int) -> None:
 
 def _break_reasons() -> Counter:
     """Dynamo's counts of why it split graphs so far (it keeps them process-wide)."""
-    return Counter(counters["graph_break"]) + Counter(counters["unimplemented"])
+    return Counter(dynamo_counters["graph_break"]) + Counter(dynamo_counters["unimplemented"])
 
 
 def _summarize_break(reason: str) -> str:
@@ -289,7 +293,7 @@ def _summarize_break(reason: str) -> str:
 
 def _signature(args: tuple, kwargs: dict) -> tuple:
     """Shapes, dtypes and devices of the tensor arguments: a new one means a new plan."""
-    leaves = torch.utils._pytree.tree_leaves((args, kwargs))
+    leaves = tree_leaves((args, kwargs))
     return tuple(
         (tuple(x.shape), x.dtype, x.device.type)
         if isinstance(x, torch.Tensor)

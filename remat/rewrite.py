@@ -15,16 +15,19 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
-from torch._functorch._aot_autograd.descriptors import (
-    SavedForBackwardsAOTOutput,
-    SavedForBackwardsNoVcCheckAOTOutput,
-)
-from torch._functorch.partitioners import _extract_fwd_bwd_outputs
-from torch._guards import detect_fake_mode
-from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
 
 from remat.capture import CapturedGraph, UnsupportedGraphError
 from remat.ir import Plan
+from remat.torch_internals import (
+    SavedForBackwardsAOTOutput,
+    SavedForBackwardsNoVcCheckAOTOutput,
+    detect_fake_mode,
+    is_primal,
+    is_tangent,
+    run_and_save_rng_state,
+    run_with_rng_state,
+    split_joint_outputs,
+)
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,12 @@ def rewrite(
         for i in range(len(saved))
     ]
 
-    fwd_outs, bwd_outs, fwd_descs, bwd_descs = _extract_fwd_bwd_outputs(
+    fwd_outs, bwd_outs, fwd_descs, bwd_descs = split_joint_outputs(
         joint, num_fwd_outputs=num_fwd_outputs
     )
     placeholders = list(joint.graph.find_nodes(op="placeholder"))
-    tangents = [n for n in placeholders if n.name.startswith("tangents")]
-    primals = [n for n in placeholders if n.name.startswith("primals")]
+    tangents = [n for n in placeholders if is_tangent(n)]
+    primals = [n for n in placeholders if is_primal(n)]
     if len(primals) + len(tangents) != len(placeholders):
         others = [n.name for n in placeholders if n not in primals and n not in tangents]
         raise UnsupportedGraphError(f"remat cannot plan graphs with inputs {others}")

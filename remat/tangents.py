@@ -19,6 +19,8 @@ from collections.abc import Iterable
 import torch
 import torch.fx as fx
 
+from remat.torch_internals import detect_fake_mode, is_tangent, tree_leaves
+
 _AOT_BACKWARD = "CompiledFunctionBackward"
 """Class name of AOTAutograd's autograd node (torch._functorch._aot_autograd.runtime_wrappers)."""
 _SEARCH_DEPTH = 4
@@ -58,7 +60,7 @@ def defer_tangents(joint: fx.GraphModule, absent: Iterable[str]) -> tuple[fx.Nod
     absent = set(absent)
     graph = joint.graph
     placeholders = list(graph.find_nodes(op="placeholder"))
-    tangents = [n for n in placeholders if _is_tangent(n)]
+    tangents = [n for n in placeholders if is_tangent(n)]
     order = {node: index for index, node in enumerate(graph.nodes)}
     made = []
     for tangent in tangents:
@@ -84,7 +86,7 @@ def defer_tangents(joint: fx.GraphModule, absent: Iterable[str]) -> tuple[fx.Nod
 def accept_missing_gradients(outputs: object) -> None:
     """Let AOTAutograd's node behind `outputs` pass None for outputs that get no gradient, so
     autograd does not allocate their zeros (the fx backward makes them where it reads them)."""
-    for leaf in torch.utils._pytree.tree_leaves(outputs):
+    for leaf in tree_leaves(outputs):
         if isinstance(leaf, torch.Tensor) and leaf.grad_fn is not None:
             node = _aot_node(leaf.grad_fn)
             if node is not None:
@@ -105,14 +107,8 @@ def _aot_node(start: object) -> object | None:
 
 def _fresh_like(value: torch.Tensor) -> torch.Tensor:
     """A tensor like `value` with storage of its own (a fake tensor under the joint's mode)."""
-    from torch._guards import detect_fake_mode
-
     mode = detect_fake_mode([value])
     if mode is None:
         return torch.empty_like(value)
     with mode:
         return torch.empty_like(value)
-
-
-def _is_tangent(node: fx.Node) -> bool:
-    return node.op == "placeholder" and node.name.startswith("tangents")

@@ -20,9 +20,9 @@ from typing import Generic, TypeVar
 
 import torch
 import torch.fx as fx
-from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from remat.measure import measure_peak
+from remat.torch_internals import OpOverload, unset_fake_temporarily
 
 _aten = torch.ops.aten
 _MEASURED_OPS = {
@@ -111,7 +111,7 @@ def measure_storage_bytes(joint: fx.GraphModule, device: torch.device) -> Mappin
 
 def _may_hide_storage(node: fx.Node) -> bool:
     target = node.target
-    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+    if node.op != "call_function" or not isinstance(target, OpOverload):
         return False
     if target.is_view or torch.Tag.nondeterministic_seeded in target.tags:
         return False

@@ -20,6 +20,7 @@ from remat.analysis.points import SKIPPED, MeasuredPoint, Measurements
 from remat.analysis.step import step_loss
 from remat.analysis.target import Target
 from remat.measure import measure_peak, resolve_device, time_step
+from remat.torch_internals import dynamo_reset, functorch_config
 
 TORCH_BUDGETS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -114,15 +115,15 @@ def measure_torch(
         say(f"measuring torch.compile, activation_memory_budget={value:g}", done, len(budgets))
 
         def run(value: float = value) -> MeasuredPoint:
-            torch._dynamo.reset()
-            with torch._functorch.config.patch(activation_memory_budget=value):
+            dynamo_reset()
+            with functorch_config.patch(activation_memory_budget=value):
                 model = copy.deepcopy(target.model)
                 net = torch.compile(model, backend=backend)
                 measured = _measure(net, model, target, repeats)
             return MeasuredPoint("torch", f"{value:g}", measured.peak, measured.seconds)
 
         points.append(_guarded("torch", f"{value:g}", run))
-    torch._dynamo.reset()
+    dynamo_reset()
     return tuple(points)
 
 

@@ -21,6 +21,7 @@ from remat.budget import InfeasibleBudgetError
 from remat.ir import Plan, PlanStatus, RematGraph
 from remat.simulate import simulate
 from remat.step_plan import GraphPlan
+from remat.torch_internals import tree_leaves
 
 
 class TraceError(ValueError):
@@ -57,7 +58,7 @@ def step_loss(output: Any) -> torch.Tensor:
     """The model's own loss (a scalar among its outputs), else the sum of its float outputs."""
     leaves = [
         x
-        for x in torch.utils._pytree.tree_leaves(output)
+        for x in tree_leaves(output)
         if isinstance(x, torch.Tensor) and x.is_floating_point() and x.requires_grad
     ]
     if not leaves:

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from remat.torch_internals import tree_map
+
 _EXAMPLES = "randn(8,3,224,224), randint(1000,(8,128)) or rand(4,16,dtype=float16)"
 _FLOAT_MAKERS = {"randn": torch.randn, "rand": torch.rand, "zeros": torch.zeros, "ones": torch.ones}
 DTYPES = {
@@ -255,7 +257,7 @@ def _to_device(tree: Any, device: torch.device, dtype: torch.dtype | None) -> An
             return value.to(device=device, dtype=dtype)
         return value.to(device=device)
 
-    return torch.utils._pytree.tree_map(move, tree)
+    return tree_map(move, tree)
 
 
 HF_PREFIX = "hf:"

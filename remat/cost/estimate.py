@@ -10,6 +10,7 @@ from torch import fx
 from remat.cost.flops import node_flops, node_value
 from remat.cost.timing import DeviceProfile, profile_for, tf32_enabled
 from remat.cost.traffic import OpKind, classify, node_bytes
+from remat.torch_internals import OpOverload
 
 _CONVOLUTIONS = frozenset(
     {
@@ -83,10 +84,7 @@ def _node_cost(node: fx.Node, profile: DeviceProfile, tf32: _Tf32) -> NodeCost:
 
 def _is_convolution(node: fx.Node) -> bool:
     target = node.target
-    return (
-        isinstance(target, torch._ops.OpOverload)
-        and target.overloadpacket.__name__ in _CONVOLUTIONS
-    )
+    return isinstance(target, OpOverload) and target.overloadpacket.__name__ in _CONVOLUTIONS
 
 
 def compute_dtype(node: fx.Node) -> torch.dtype:

@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 from torch import fx
-from torch.fx.experimental.symbolic_shapes import optimization_hint
 from torch.utils.flop_counter import flop_registry
+
+from remat.torch_internals import HigherOrderOperator, OpOverload, optimization_hint
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -53,10 +54,10 @@ def node_value(arg: object) -> object:
 
 def formula_for(target: object) -> Any | None:
     """The registered FLOP formula for an fx target, or None."""
-    if isinstance(target, torch._ops.OpOverload):
+    if isinstance(target, OpOverload):
         packet = target.overloadpacket
         return flop_registry.get(_SAME_FORMULA_AS.get(packet, packet))
-    if isinstance(target, torch._ops.HigherOrderOperator):
+    if isinstance(target, HigherOrderOperator):
         return flop_registry.get(target)
     return None
 

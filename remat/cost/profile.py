@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
-import torch.utils._pytree as pytree
 from torch import fx
 
 from remat.cost.estimate import NodeCost, estimate_costs
@@ -21,6 +20,7 @@ from remat.cost.flops import as_int
 from remat.cost.timing import DeviceProfile
 from remat.cost.traffic import OpKind, classify
 from remat.measure import synchronize
+from remat.torch_internals import OpOverload, tree_leaves, tree_map
 
 _TIMED = (OpKind.COMPUTE, OpKind.ALLOC)
 
@@ -48,7 +48,7 @@ def profile_ops(
     if example_inputs is None:
         inputs = [_materialize(node, device) for node in gm.graph.find_nodes(op="placeholder")]
     else:
-        inputs = [_clone(value) for value in pytree.tree_leaves(example_inputs)]
+        inputs = [_clone(value) for value in tree_leaves(example_inputs)]
     timer = _OpTimer(gm, device, warmup, repeats)
     rng_devices = [device] if device.type != "cpu" else []
     with torch.random.fork_rng(devices=rng_devices, device_type=device.type), torch.no_grad():
@@ -89,13 +89,11 @@ class _OpTimer(fx.Interpreter):
         if classify(n) not in _TIMED:
             return super().run_node(n)
         args, kwargs = self.fetch_args_kwargs_from_env(n)
-        mutates = isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
+        mutates = isinstance(n.target, OpOverload) and n.target._schema.is_mutable
         samples = []
         for index in range(self.warmup + self.repeats):
             # A mutating op runs on fresh clones so the real run below sees the real inputs.
-            call_args, call_kwargs = (
-                pytree.tree_map(_clone, (args, kwargs)) if mutates else (args, kwargs)
-            )
+            call_args, call_kwargs = tree_map(_clone, (args, kwargs)) if mutates else (args, kwargs)
             synchronize(self.device)
             start = time.perf_counter()
             n.target(*call_args, **call_kwargs)

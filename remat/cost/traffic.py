@@ -15,6 +15,7 @@ import torch
 from torch import fx
 
 from remat.cost.flops import as_int, node_value
+from remat.torch_internals import FunctionSchema, HigherOrderOperator, OpOverload
 
 aten = torch.ops.aten
 
@@ -56,7 +57,7 @@ def classify(node: fx.Node) -> OpKind:
     target = node.target
     if target is operator.getitem:
         return OpKind.METADATA
-    if isinstance(target, torch._ops.OpOverload):
+    if isinstance(target, OpOverload):
         if target.is_view or target in _HIDDEN_VIEWS:
             return OpKind.VIEW
         if target.overloadpacket.__name__ in _UNINITIALIZED:
@@ -64,13 +65,13 @@ def classify(node: fx.Node) -> OpKind:
         if not _writes_tensors(node, target):
             return OpKind.METADATA
         return OpKind.COMPUTE
-    if isinstance(target, torch._ops.HigherOrderOperator):
+    if isinstance(target, HigherOrderOperator):
         return OpKind.COMPUTE
     # Python callables on SymInts (operator.mul, sym_sum, ...) compute shapes, not data.
     return OpKind.METADATA
 
 
-def _writes_tensors(node: fx.Node, target: torch._ops.OpOverload) -> bool:
+def _writes_tensors(node: fx.Node, target: OpOverload) -> bool:
     val = node.meta.get("val")
     if val is None and target._schema.returns:
         return True  # no fake value to inspect: assume it computes rather than price it at 0
@@ -112,7 +113,7 @@ def _arg_values(node: fx.Node) -> list[object]:
 def _written(node: fx.Node) -> list[torch.Tensor]:
     """Tensors the op writes: its fresh outputs plus the arguments it mutates in place."""
     target = node.target
-    if not isinstance(target, torch._ops.OpOverload):
+    if not isinstance(target, OpOverload):
         return list(_tensors(node.meta.get("val")))
     schema = target._schema
     written: list[torch.Tensor] = []
@@ -128,7 +129,7 @@ def _written(node: fx.Node) -> list[torch.Tensor]:
     return _unique_tensors(written)
 
 
-def _bind(node: fx.Node, schema: torch._C.FunctionSchema) -> dict[str, object]:
+def _bind(node: fx.Node, schema: FunctionSchema) -> dict[str, object]:
     bound: dict[str, object] = {}
     positional = [a for a in schema.arguments if not a.kwarg_only]
     for argument, value in zip(positional, node.args, strict=False):  # defaults omitted
@@ -141,7 +142,7 @@ def _bind(node: fx.Node, schema: torch._C.FunctionSchema) -> dict[str, object]:
 def _reads_data(node: fx.Node) -> bool:
     # `ones_like(x)`, `new_zeros(x, ...)` read only x's metadata.
     target = node.target
-    if isinstance(target, torch._ops.OpOverload):
+    if isinstance(target, OpOverload):
         name = target.overloadpacket.__name__
         return not (name.endswith("_like") or name.startswith("new_"))
     return True
