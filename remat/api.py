@@ -22,12 +22,12 @@ from remat.budget import InfeasibleBudgetError, format_bytes, parse_budget, pars
 from remat.engines import check_model, engine_reserve
 from remat.model_state import ModelState
 from remat.report import RematPlanReport
+from remat.signature import input_signature
 from remat.step_plan import PlanOptions, StepPlans
 from remat.torch_internals import (
     BackendCompilerFailed,
     dynamo_config,
     dynamo_counters,
-    tree_leaves,
     unset_fake_temporarily,
 )
 
@@ -98,7 +98,7 @@ class RematModule(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if not torch.is_grad_enabled():
             return self._orig_mod(*args, **kwargs)
-        key = _signature(args, kwargs)
+        key = input_signature(args, kwargs)
         if key in self._settled:
             return self._run(key, args, kwargs)
         # This call may plan graphs: if the step turns out to be several graphs whose plans,
@@ -289,14 +289,3 @@ def _summarize_break(reason: str) -> str:
     lines = [line.strip() for line in reason.strip().splitlines()]
     where = next((line for line in lines if line.startswith("# File")), "")
     return lines[0] + (f" ({where.lstrip('# ')})" if where else "")
-
-
-def _signature(args: tuple, kwargs: dict) -> tuple:
-    """Shapes, dtypes and devices of the tensor arguments: a new one means a new plan."""
-    leaves = tree_leaves((args, kwargs))
-    return tuple(
-        (tuple(x.shape), x.dtype, x.device.type)
-        if isinstance(x, torch.Tensor)
-        else type(x).__name__
-        for x in leaves
-    )

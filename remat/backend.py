@@ -15,101 +15,42 @@ greedy: an earlier graph never leaves room for a later one's activations beyond 
 
 A graph Dynamo made dynamic (a second input size, or `dynamic=True`) is planned once per
 concrete input signature, when that signature first runs: a plan per shape.
+
+Modules: this one is the entry points and the backend object; remat.backend_fit fits one graph's
+Inductor build to its budget (or falls back to fx code); remat.backend_ledger tracks which
+graphs hold values for their backward, and reports the last step's plans.
+
+Nothing here outlives what it was made for: a backend lives as long as the compiled code it
+made (Dynamo's caches hold that until the model is dropped and `torch._dynamo.reset()`), and
+the backend of a torch.compile call's options dict, or the one `remat.last_plans()` reports,
+is held by a weak reference.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-import logging
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-from remat.aot import GraphPlan, InnerCompilers, Planner, PlanOptions, StepPlans
+from remat.aot import GraphPlan, InnerCompilers, Planner, PlanOptions
+from remat.backend_fit import Compiled, Fitted, InnerCheck, fit_inductor
+from remat.backend_ledger import Ledger
 from remat.backend_options import OPTION_NAMES, BackendOptionError, BackendOptions
-from remat.budget import InfeasibleBudgetError
 from remat.engines import check_graph
 from remat.report import RematPlanReport
+from remat.signature import input_signature
 from remat.simulate import simulate
+from remat.torch_internals import dynamo_frame_locals, make_boxed_func
 
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Ledger:
-    """Which planned graphs hold values for their backward right now, and the last step's plans.
-
-    A forward adds its graph, its backward removes it; a forward that runs with no graph in
-    flight starts a new step. A forward whose backward never runs stays counted until that
-    graph's forward runs again (conservative: a later graph is planned with less room).
-    """
-
-    in_flight: dict[int, int] = field(default_factory=dict)
-    step: list[GraphPlan] = field(default_factory=list)
-
-    def held(self) -> int:
-        return sum(self.in_flight.values())
-
-    def forward_ran(self, token: int, plan: GraphPlan, carried: int) -> None:
-        if not self.in_flight:
-            self.step = []
-        self.in_flight[token] = carried
-        self.step = [p for p in self.step if p is not plan] + [plan]
-
-    def backward_ran(self, token: int) -> None:
-        self.in_flight.pop(token, None)
-
-
-_last: list[RematBackend] = []
-"""The backend whose graph ran a forward most recently (what remat.last_plans() reports)."""
-
-_ATTEMPTS = 4
-"""Inductor compiles of one graph while its measured peak is re-fitted to the budget."""
-
-_SLACK = 0.05
-"""A fitting Inductor build leaving more than this fraction of the graph's budget unused is
-re-planned with that much more (fewer recomputations), if attempts remain."""
-
-
-@dataclass(frozen=True)
-class InnerCheck:
-    """One graph's Inductor code against its budget, measured when it was compiled."""
-
-    graph: str
-    inner: str
-    """"inductor", or "eager" where no Inductor build fitted (the plan then runs as fx code)."""
-    attempts: int
-    allowed_bytes: int
-    """The graph's share of the step's budget."""
-    predicted_peak: int
-    """The simulator's peak of the plan that was kept (unfused fx code)."""
-    expected_peak: int
-    """That peak, each phase (forward, backward) moved by what the compiled code measured
-    above or below the plan's fx modules in it: what the graph adds to the step's peak."""
-    reserve_bytes: int
-    """Bytes withheld from the solver's budget (negative: granted beyond it) to get there."""
-
-
-@dataclass
-class _Compiled:
-    """What one compile of a graph produced, captured by the tracked compilers."""
-
-    keep_fx: bool = False
-    plan: GraphPlan | None = None
-    forward_fx: fx.GraphModule | None = None
-    backward_fx: fx.GraphModule | None = None
-    forward: Callable | None = None
-    backward: Callable | None = None
-    forward_inputs: Sequence[Any] = ()
-    backward_inputs: Sequence[Any] = ()
-
-
-_Build = tuple[Callable, GraphPlan, InnerCheck]
-"""An Inductor build of one graph: the compiled callable, its plan, and how it measured."""
+_last: weakref.ref[RematBackend] | None = None
+"""The backend whose graph ran a forward most recently (what remat.last_plans() reports), for
+as long as it lives."""
 
 
 class RematBackend:
@@ -120,7 +61,7 @@ class RematBackend:
         self.inner_checks: list[InnerCheck] = []
         """Every graph compiled with inner="inductor", in the order they were compiled."""
         self._checks: dict[int, InnerCheck] = {}
-        self._ledger = _Ledger()
+        self._ledger = Ledger()
         self._grad_bytes = 0
         self._reserve = 0
         self._steps = itertools.count()
@@ -152,101 +93,29 @@ class RematBackend:
             self.planner.freeze_budget()
             self.planner.current_key = ("step", next(self._steps))
         if self.options.inner == "eager":
-            return self._compile(gm, example_inputs, InnerCompilers(), _Compiled())
-        return self._compile_inductor(gm, example_inputs)
-
-    def _compile_inductor(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-        """Compile with Inductor and fit its measured peak to the graph's budget.
-
-        Each attempt plans with `reserve` bytes withheld from the graph's budget (negative:
-        granted beyond it), compiles, and measures the compiled code's peak against the plan's
-        simulated one; the difference is the next attempt's reserve. So an over-budget build is
-        re-planned tighter, and one far below its budget (Inductor fuses away values the
-        simulator counts) looser, for fewer recomputations. A budget below the simulator's
-        floor is tried at the floor, whose compiled code may fit. The fitting build with the
-        least recomputation is kept; with none, the plan runs as fx code, which the simulator
-        models exactly."""
-        from remat.inductor import compile_context, inductor_compilers
-
+            return self._compile(gm, example_inputs, InnerCompilers(), Compiled())
         name = f"graph{len(self.planner.plans_for(self.planner.current_key).graphs)}"
-        reserve, best, tried = 0, None, set()
-        for attempt in range(1, _ATTEMPTS + 1):
-            tried.add(reserve)
-            record = _Compiled(keep_fx=True)
-            try:
-                with compile_context(example_inputs):
-                    inner = inductor_compilers(gm, example_inputs)
-                    compiled = self._compile(gm, example_inputs, inner, record, reserve)
-            except InfeasibleBudgetError as error:
-                logger.info("%s attempt %d: %s", name, attempt, error)
-                reserve += error.budget - error.floor  # plan at the simulator's floor
-                if best is not None or reserve in tried:
-                    break
-                continue
-            plan = record.plan
-            if plan is None:  # no backward: AOTAutograd's inference path, nothing was planned
-                return compiled
-            predicted = plan.plan.predicted_peak
-            allowed = plan.budget_bytes + reserve
-            expected = _expected_peak(plan, record)
-            logger.info(
-                "%s attempt %d: reserve %d, predicted %d, compiled %d, allowed %d",
-                *(name, attempt, reserve, predicted, expected, allowed),
-            )
-            check = InnerCheck(name, "inductor", attempt, allowed, predicted, expected, reserve)
-            best = self._better(best, (compiled, plan, check))
-            fits = expected <= allowed
-            if fits and (allowed - expected <= _SLACK * allowed or not plan.plan.recompute_flops):
-                break
-            reserve = expected - predicted
-            if reserve in tried or not fits and best is not None:
-                break
-        if best is None:
-            return self._compile_eager_fallback(gm, example_inputs, name, attempt)
-        compiled, plan, check = best
-        self._checks[id(plan)] = check
-        self.inner_checks.append(check)
-        return compiled
+        fitted = fit_inductor(
+            gm,
+            example_inputs,
+            name,
+            functools.partial(self._compile, gm, example_inputs),
+            self._discard,
+        )
+        return self._keep(fitted)
 
-    def _better(self, best: _Build | None, build: _Build) -> _Build | None:
-        """Of two builds keep the one that fits with less recomputation; discard the other's
-        plan from the step's record."""
-        _, plan, check = build
-        if check.expected_peak > check.allowed_bytes:
-            self._discard(plan)
-            return best
-        if best is not None and best[1].plan.recompute_time <= plan.plan.recompute_time:
-            self._discard(plan)
-            return best
-        if best is not None:
-            self._discard(best[1])
-        return build
-
-    def _compile_eager_fallback(
-        self, gm: fx.GraphModule, example_inputs: Sequence[Any], name: str, attempts: int
-    ) -> Callable:
-        # Raises InfeasibleBudgetError (the simulator's floor) where the plan cannot fit either.
-        record = _Compiled()
-        compiled = self._compile(gm, example_inputs, InnerCompilers(), record)
-        if record.plan is not None:
-            plan = record.plan
-            logger.warning(
-                "remat: no Inductor build of %s measured within its %d-byte share of the budget "
-                "in %d attempt(s); it runs as unfused fx code, which the plan fits exactly",
-                *(name, plan.budget_bytes, attempts),
-            )
-            peak = plan.plan.predicted_peak
-            check = InnerCheck(name, "eager", attempts, plan.budget_bytes, peak, peak, 0)
-            self._checks[id(plan)] = check
-            self.inner_checks.append(check)
-        return compiled
+    def _keep(self, fitted: Fitted) -> Callable:
+        if fitted.plan is not None and fitted.check is not None:
+            self._checks[id(fitted.plan)] = fitted.check
+            self.inner_checks.append(fitted.check)
+        return fitted.compiled
 
     def _compile(
         self,
         gm: fx.GraphModule,
         example_inputs: Sequence[Any],
         inner: InnerCompilers,
-        record: _Compiled,
+        record: Compiled,
         reserve: int = 0,
     ) -> Callable:
         self._reserve = reserve
@@ -259,7 +128,7 @@ class RematBackend:
         step = self.planner.plans_for(self.planner.current_key)
         step.graphs = [g for g in step.graphs if g is not plan]
 
-    def _tracked(self, inner: InnerCompilers, record: _Compiled) -> InnerCompilers:
+    def _tracked(self, inner: InnerCompilers, record: Compiled) -> InnerCompilers:
         """The same compilers, recording what they make into `record`, with the forward and
         backward reporting to the ledger when they run."""
         token = next(self._tokens)
@@ -277,7 +146,7 @@ class RematBackend:
 
             def run(args: list[Any]) -> Any:
                 ledger.forward_ran(token, plan, carried.saved_bytes)
-                _last[:] = [self]
+                _remember(self)
                 return compiled(args)
 
             run._boxed_call = True  # type: ignore[attr-defined]
@@ -304,10 +173,7 @@ class RematBackend:
     @property
     def last_plans(self) -> RematPlanReport | None:
         """Per-graph plans of the most recent step, in the order its graphs ran."""
-        if not self._ledger.step:
-            return None
-        report = RematPlanReport.from_step(StepPlans(list(self._ledger.step)), self.planner.options)
-        return _with_checks(report, self._ledger.step, self._checks)
+        return self._ledger.report(self.planner.options, self._checks)
 
     def __repr__(self) -> str:
         o = self.options
@@ -325,7 +191,7 @@ class _PerShape:
         self.compiled: dict[tuple, Callable] = {}
 
     def __call__(self, *args: Any) -> Any:
-        key = (torch.is_grad_enabled(), *_signature(args))
+        key = (torch.is_grad_enabled(), *input_signature(args))
         compiled = self.compiled.get(key)
         if compiled is None:
             compiled = self._backend.compile_graph(self._gm, list(args), self._grad_bytes)
@@ -342,9 +208,10 @@ def backend(budget: int | float | str, **options: Any) -> RematBackend:
     return RematBackend(BackendOptions.parse({"budget": budget, **options}))
 
 
-_by_options: dict[int, tuple[Mapping[str, Any], RematBackend]] = {}
-"""One backend per torch.compile call: torch passes that call's own options dict every time
-(the dict is kept so its id is not reused)."""
+_by_options: dict[int, tuple[Mapping[str, Any], weakref.ref[RematBackend]]] = {}
+"""One backend per torch.compile call: torch passes that call's own options dict every time.
+An entry lasts while its backend does, i.e. while the compiled code it made is alive; it keeps
+the options dict so that its id is not reused meanwhile."""
 
 
 def compile_with_options(
@@ -360,58 +227,43 @@ def compile_with_options(
             f"the remat backend takes no mode ({mode!r}); pass options={{'budget': ...}} with "
             f"any of {', '.join(OPTION_NAMES)}"
         )
+    return _backend_for(options)(gm, example_inputs)
+
+
+def _backend_for(options: Mapping[str, Any] | None) -> RematBackend:
+    """The backend of this options dict: the one made for it before if it is still alive."""
     key = id(options)
-    if options is None or key not in _by_options or _by_options[key][0] is not options:
-        _by_options[key] = (options, RematBackend(BackendOptions.parse(options)))
-    return _by_options[key][1](gm, example_inputs)
+    entry = _by_options.get(key) if options is not None else None
+    found = entry[1]() if entry is not None and entry[0] is options else None
+    if found is not None:
+        return found
+    made = RematBackend(BackendOptions.parse(options))
+    if options is not None:
+
+        def forget(ref: weakref.ref[RematBackend], key: int = key) -> None:
+            if _by_options.get(key, (None, None))[1] is ref:
+                del _by_options[key]
+
+        _by_options[key] = (options, weakref.ref(made, forget))
+    return made
 
 
 def last_plans() -> RematPlanReport | None:
-    """The per-graph plans of the most recent step any remat backend ran (None before one)."""
+    """The per-graph plans of the most recent step any remat backend ran (None before one, or
+    once that backend is gone with the model it compiled)."""
     backend = last_backend()
     return backend.last_plans if backend is not None else None
 
 
 def last_backend() -> RematBackend | None:
     """The remat backend whose graph ran a forward most recently (its plans, inner_checks)."""
-    return _last[0] if _last else None
+    return _last() if _last is not None else None
 
 
-def _with_checks(
-    report: RematPlanReport, plans: Sequence[GraphPlan], checks: Mapping[int, InnerCheck]
-) -> RematPlanReport:
-    """The report with each Inductor-compiled graph's peak and budget as measured and allowed
-    (the simulator's figures are for the unfused plan)."""
-    graphs = []
-    for summary, plan in zip(report.graphs, plans, strict=True):
-        check = checks.get(id(plan))
-        if check is not None:
-            summary = replace(
-                summary, predicted_peak=check.expected_peak, budget_bytes=check.allowed_bytes
-            )
-        graphs.append(summary)
-    peak = max(g.predicted_peak + p.held_elsewhere for g, p in zip(graphs, plans, strict=True))
-    return replace(report, graphs=tuple(graphs), predicted_peak=peak)
-
-
-def _expected_peak(plan: GraphPlan, record: _Compiled) -> int:
-    """The graph's simulated peak, each phase raised by what Inductor's code measured above the
-    plan's fx modules in that phase."""
-    from remat.inductor import measure_excess
-
-    forward_excess, backward_excess = measure_excess(
-        record.forward_fx,
-        record.backward_fx,
-        record.forward,
-        record.backward,
-        (record.forward_inputs, record.backward_inputs),
-        plan.captured.device,
-    )
-    boundary = plan.plan.boundary
-    sim = simulate(plan.captured.graph, plan.plan.schedule, boundary)
-    forward_peak = max(sim.timeline[:boundary], default=0)
-    backward_peak = max((*sim.timeline[boundary:], sim.boundary_bytes))
-    return max(forward_peak + forward_excess, backward_peak + backward_excess)
+def _remember(backend: RematBackend) -> None:
+    global _last
+    if _last is None or _last() is not backend:
+        _last = weakref.ref(backend)
 
 
 def _prices(gm: fx.GraphModule, device: torch.device) -> dict:
@@ -423,8 +275,6 @@ def _prices(gm: fx.GraphModule, device: torch.device) -> dict:
 def _boxed(compiled: Callable) -> Callable:
     if getattr(compiled, "_boxed_call", False):
         return compiled
-    from torch._functorch.aot_autograd import make_boxed_func
-
     return make_boxed_func(compiled)
 
 
@@ -439,32 +289,13 @@ def _is_symbolic(example_inputs: Sequence[Any]) -> bool:
     return False
 
 
-def _signature(args: Sequence[Any]) -> tuple:
-    return tuple(
-        (tuple(x.shape), tuple(x.stride()), x.dtype, x.device.type, x.requires_grad)
-        if isinstance(x, torch.Tensor)
-        else (type(x).__name__, x if isinstance(x, int | float | bool) else None)
-        for x in args
-    )
-
-
 def _trainable_bytes_in_scope(example_inputs: Sequence[Any]) -> int:
     """Bytes of the trainable parameters whose gradients this step produces, as far as can be
     seen: the parameters of every module among the compiled frame's locals, and this graph's."""
     params: dict[int, nn.Parameter] = {
         id(x): x for x in example_inputs if isinstance(x, nn.Parameter) and x.requires_grad
     }
-    for value in _frame_locals().values():
+    for value in dynamo_frame_locals().values():
         if isinstance(value, nn.Module):
             params.update((id(p), p) for p in value.parameters() if p.requires_grad)
     return sum(p.numel() * p.element_size() for p in params.values())
-
-
-def _frame_locals() -> dict[str, Any]:
-    try:
-        from torch._dynamo.symbolic_convert import InstructionTranslator
-
-        tx = InstructionTranslator.current_tx()
-    except (ImportError, AttributeError, AssertionError, IndexError):
-        return {}
-    return dict(getattr(tx, "f_locals", None) or {}) if tx is not None else {}

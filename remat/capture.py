@@ -3,13 +3,12 @@
 Time on ops, bytes on tensors: every call_function node except `getitem` is an op; a single-output
 op's node is its tensor, a multi-output op's tensors are its `getitem` nodes. Storage identity of
 the traced fake values decides aliasing: the first tensor seen on a storage owns its bytes, every
-later one (views, `detach`, `_unsafe_view`, ...) is an alias that costs nothing.
+later one (views, `detach`, `_unsafe_view`, ...) is an alias that costs nothing. What each fx
+node is (its kind, module path, randomness, purity) is read by remat.fx_nodes.
 """
 
 from __future__ import annotations
 
-import operator
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -17,10 +16,22 @@ from typing import Protocol
 import torch
 import torch.fx as fx
 
+from remat.fx_nodes import (
+    allocated_bytes,
+    ancestors,
+    graph_device,
+    is_getitem,
+    is_pure,
+    is_random,
+    is_scalar_loss,
+    module_path,
+    mutated_placeholders,
+    op_kind,
+    recompute_safe_with_mutation,
+    rng_state_bytes,
+)
 from remat.ir import Op, Phase, RematGraph, Tensor
-
-_CUDA_BLOCK = 512
-"""The CUDA caching allocator rounds every block up to a multiple of 512 bytes."""
+from remat.torch_internals import is_tangent
 
 
 class Priced(Protocol):
@@ -51,7 +62,7 @@ class CapturedGraph:
     device: torch.device
     mutated_inputs: frozenset[str] = frozenset()
     """Placeholders the step mutates (BatchNorm running stats): a recomputation reads the
-    mutated value, which only ops listed in `_READS_MUTATED_SAFELY` tolerate."""
+    mutated value, which only ops listed in `remat.fx_nodes.READS_MUTATED_SAFELY` tolerate."""
 
 
 def capture_joint(
@@ -79,9 +90,9 @@ def capture_joint(
     outs = list(output_node.args[0])
     fwd_outs = [n for n in outs[:num_fwd_outputs] if isinstance(n, fx.Node)]
     all_outs = [n for n in outs if isinstance(n, fx.Node)]
-    live = _ancestors(all_outs)
-    required_forward = _ancestors(fwd_outs)
-    device = _graph_device(nodes)
+    live = ancestors(all_outs)
+    required_forward = ancestors(fwd_outs)
+    device = graph_device(nodes)
 
     tensor_index: dict[fx.Node, int] = {}
     tensors: list[Tensor] = []
@@ -98,7 +109,7 @@ def capture_joint(
             else:
                 storage_owner[key] = len(tensors)
                 nbytes = storage_bytes.get(node, value.untyped_storage().nbytes())
-                size = _allocated_bytes(nbytes, device)
+                size = allocated_bytes(nbytes, device)
         tensor = Tensor(len(tensors), node.name, size, producer, alias)
         tensor_index[node] = tensor.id
         tensors.append(tensor)
@@ -106,15 +117,15 @@ def capture_joint(
         return tensor.id
 
     placeholders = [n for n in nodes if n.op == "placeholder"]
-    mutated = _mutated_placeholders(placeholders, output_node)
-    tangents = [n for n in placeholders if n.name.startswith("tangents")]
+    mutated = mutated_placeholders(placeholders, output_node)
+    tangents = [n for n in placeholders if is_tangent(n)]
     # Tensor constants (`torch.tensor(...)` in a model's forward) exist before the step, like
     # parameters: inputs that cost nothing, which the rewriter reads again wherever needed.
     constants = [n for n in nodes if n.op == "get_attr" and n in live]
     for node in placeholders + constants:
         add_tensor(node, None)
 
-    compute = [n for n in nodes if n.op == "call_function" and n in live and not _is_getitem(n)]
+    compute = [n for n in nodes if n.op == "call_function" and n in live and not is_getitem(n)]
     order = [n for n in compute if n in required_forward]
     boundary = len(order)
     order += _backward_order([n for n in compute if n not in required_forward])
@@ -150,8 +161,8 @@ def capture_joint(
     # input), but the measured step holds one scalar more (seen on ViT, GPT-2 and BERT).
     scalars = 0
     if tangents:
-        scalars = 1 if any(_is_scalar_loss(n) for n in fwd_outs) else 2
-    backward_reserve = scalars * _allocated_bytes(4, device)
+        scalars = 1 if any(is_scalar_loss(n) for n in fwd_outs) else 2
+    backward_reserve = scalars * allocated_bytes(4, device)
     graph = RematGraph(
         ops=tuple(ops),
         tensors=tuple(tensors),
@@ -175,7 +186,7 @@ def default_loss_reserve(forward_outputs: list[fx.Node], tangents: list[Tensor])
     model that returns activations (logits) has its loss computed outside, which keeps about
     one output-sized temporary (log-softmax, a difference) beside the output's gradient.
     """
-    if any(_is_scalar_loss(node) for node in forward_outputs):
+    if any(is_scalar_loss(node) for node in forward_outputs):
         return 0
     return sum(t.bytes for t in tangents)
 
@@ -184,17 +195,7 @@ def returns_scalar_loss(joint: fx.GraphModule, num_fwd_outputs: int) -> bool:
     """Among the joint graph's forward outputs is a floating-point scalar: the model's loss."""
     output_node = next(iter(joint.graph.find_nodes(op="output")))
     outs = list(output_node.args[0])[:num_fwd_outputs]
-    return any(isinstance(n, fx.Node) and _is_scalar_loss(n) for n in outs)
-
-
-def _is_scalar_loss(node: fx.Node) -> bool:
-    value = node.meta.get("val")
-    return isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point()
-
-
-def rng_state_bytes(device: torch.device) -> int:
-    """Device bytes of one saved generator state (CUDA keeps its seed and offset on the host)."""
-    return torch.get_rng_state().numel() if device.type == "cpu" else 0
+    return any(isinstance(n, fx.Node) and is_scalar_loss(n) for n in outs)
 
 
 def _add_state_op(
@@ -218,27 +219,6 @@ def _add_state_op(
     return tensor.id
 
 
-def _mutated_placeholders(placeholders: list[fx.Node], output_node: fx.Node) -> set[fx.Node]:
-    descs = output_node.meta.get("desc") or []
-    targets = [getattr(d, "mutated_input", None) for d in descs]
-    targets = [t for t in targets if t is not None]
-    return {n for n in placeholders if n.meta.get("desc") in targets}
-
-
-def _recompute_safe_with_mutation(node: fx.Node, mutated: set[fx.Node]) -> bool:
-    """Recomputing `node` gives the same values though some of its inputs were mutated since.
-
-    Training-mode batch norm reads the running stats only to return their updated copies, which
-    the backward never reads; its normalised output and batch statistics do not depend on them.
-    """
-    if not mutated.intersection(node.all_input_nodes):
-        return True
-    return node.target in _READS_MUTATED_SAFELY and len(node.args) > 5 and node.args[5] is True
-
-
-_READS_MUTATED_SAFELY = {torch.ops.aten._native_batch_norm_legit_functional.default}
-
-
 def _make_op(
     op_id: int,
     node: fx.Node,
@@ -259,7 +239,7 @@ def _make_op(
     value = node.meta.get("val")
     transient = 0
     if isinstance(value, (tuple, list)):
-        getitems = {u.args[1]: u for u in node.users if _is_getitem(u)}
+        getitems = {u.args[1]: u for u in node.users if is_getitem(u)}
         outputs = []
         for index, item in enumerate(value):
             if index in getitems:
@@ -274,7 +254,7 @@ def _make_op(
     return Op(
         id=op_id,
         name=node.name,
-        kind=_kind(node),
+        kind=op_kind(node),
         inputs=tuple(dict.fromkeys(inputs)),
         outputs=outputs_tuple,
         time=price.time_s,
@@ -282,48 +262,13 @@ def _make_op(
         phase=Phase.FORWARD if in_forward else Phase.BACKWARD,
         # A pure backward op (a detach or view of a saved value) may run again too; only the
         # RNG-state ops and impure ones may not.
-        recomputable=_is_pure(node)
-        and _recompute_safe_with_mutation(node, mutated)
+        recomputable=is_pure(node)
+        and recompute_safe_with_mutation(node, mutated)
         and (in_forward or not is_random(node)),
         random=is_random(node),
         transient_bytes=transient,
         module_path=module_path(node),
     )
-
-
-def is_random(node: fx.Node) -> bool:
-    """Draws random numbers. Fused attention is tagged random for its dropout, which it only
-    applies when `dropout_p` > 0 (the usual case in training with dropout off)."""
-    target = node.target
-    if not isinstance(target, torch._ops.OpOverload):
-        return False
-    if torch.Tag.nondeterministic_seeded not in target.tags:
-        return False
-    return _argument(node, "dropout_p", default=1.0) != 0
-
-
-def _argument(node: fx.Node, name: str, default: object) -> object:
-    """The value `node` passes for its schema argument `name` (`default` if it has none)."""
-    schema = node.target._schema
-    for index, argument in enumerate(schema.arguments):
-        if argument.name == name:
-            if name in node.kwargs:
-                return node.kwargs[name]
-            if index < len(node.args):
-                return node.args[index]
-            return argument.default_value if argument.has_default_value() else default
-    return default
-
-
-def _is_pure(node: fx.Node) -> bool:
-    """Ops that may run twice: no mutation, no side effect (random ones are replayed)."""
-    target = node.target
-    if not isinstance(target, torch._ops.OpOverload):
-        return False
-    schema = target._schema
-    if schema.is_mutable or any(a.alias_info and a.alias_info.is_write for a in schema.arguments):
-        return False
-    return not schema.name.endswith("_")
 
 
 def _backward_order(backward: list[fx.Node]) -> list[fx.Node]:
@@ -336,12 +281,12 @@ def _backward_order(backward: list[fx.Node]) -> list[fx.Node]:
 
     def inputs(node: fx.Node) -> list[fx.Node]:
         # A multi-output op's results are read through its getitems.
-        return [a.args[0] if _is_getitem(a) else a for a in node.all_input_nodes]
+        return [a.args[0] if is_getitem(a) else a for a in node.all_input_nodes]
 
     def reads_forward_only(arg: fx.Node) -> bool:
         if arg in in_backward:
             return arg in floating
-        return not (arg.op == "placeholder" and arg.name.startswith("tangents"))
+        return not is_tangent(arg)
 
     for node in backward:  # graph order is topological
         if all(reads_forward_only(arg) for arg in inputs(node)):
@@ -368,56 +313,3 @@ def _backward_order(backward: list[fx.Node]) -> list[fx.Node]:
     for node in backward:  # floating ops only outputs read
         place(node)
     return order
-
-
-def _is_getitem(node: fx.Node) -> bool:
-    return node.op == "call_function" and node.target is operator.getitem
-
-
-def _ancestors(roots: list[fx.Node]) -> set[fx.Node]:
-    seen: set[fx.Node] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        stack.extend(node.all_input_nodes)
-    return seen
-
-
-def _graph_device(nodes: list[fx.Node]) -> torch.device:
-    for node in nodes:
-        value = node.meta.get("val")
-        if isinstance(value, torch.Tensor) and value.device.type != "meta":
-            return value.device
-    return torch.device("cpu")
-
-
-def _allocated_bytes(nbytes: int, device: torch.device) -> int:
-    if device.type == "cuda" and nbytes:
-        return -(-nbytes // _CUDA_BLOCK) * _CUDA_BLOCK
-    return nbytes
-
-
-def _kind(node: fx.Node) -> str:
-    target = node.target
-    if isinstance(target, torch._ops.OpOverload):
-        return f"{target.namespace}.{target._schema.name.split('::')[-1]}"
-    return getattr(target, "__name__", str(target))
-
-
-_SCOPE_PREFIX = re.compile(r"^L\['(?:self|fn|mod|model)'\]\.?")
-_INDEX = re.compile(r"\[['\"]?([^'\"\]]+)['\"]?\]")
-
-
-def module_path(node: fx.Node) -> str:
-    """'layers.3.attn' for a node traced inside model.layers[3].attn (Dynamo's module stack)."""
-    stack = node.meta.get("nn_module_stack") or node.meta.get("fwd_nn_module_stack")
-    if not stack:
-        return ""
-    path = str(list(stack.values())[-1][0])
-    path = _SCOPE_PREFIX.sub("", path)
-    path = _INDEX.sub(r".\1", path)
-    path = re.sub(r"_modules\.", "", path)
-    return path.strip(".")

@@ -69,6 +69,7 @@ __all__ = [
     "detect_fake_mode",
     "dynamo_config",
     "dynamo_counters",
+    "dynamo_frame_locals",
     "dynamo_reset",
     "functorch_config",
     "is_primal",
@@ -99,6 +100,18 @@ def check_torch_version(version: str | None = None) -> bool:
             stacklevel=2,
         )
     return False
+
+
+def dynamo_frame_locals() -> dict[str, Any]:
+    """The local variables of the frame Dynamo is compiling (empty outside a compile): where
+    the backend finds the modules whose parameters a graph's gradients belong to."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+    except (ImportError, AttributeError, AssertionError, IndexError):
+        return {}
+    return dict(getattr(tx, "f_locals", None) or {}) if tx is not None else {}
 
 
 def _input_role(node: fx.Node) -> Any:

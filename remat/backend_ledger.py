@@ -1,0 +1,64 @@
+"""What a torch.compile backend knows of the step that runs: which of its planned graphs hold
+values for their backward right now (a graph planned next is given that much less), and the
+last step's plans, reported as `remat.last_plans()` shows them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from remat.aot import GraphPlan, PlanOptions, StepPlans
+from remat.backend_fit import InnerCheck
+from remat.report import RematPlanReport
+
+
+@dataclass
+class Ledger:
+    """Which planned graphs hold values for their backward right now, and the last step's plans.
+
+    A forward adds its graph, its backward removes it; a forward that runs with no graph in
+    flight starts a new step. A forward whose backward never runs stays counted until that
+    graph's forward runs again (conservative: a later graph is planned with less room).
+    """
+
+    in_flight: dict[int, int] = field(default_factory=dict)
+    step: list[GraphPlan] = field(default_factory=list)
+
+    def held(self) -> int:
+        return sum(self.in_flight.values())
+
+    def forward_ran(self, token: int, plan: GraphPlan, carried: int) -> None:
+        if not self.in_flight:
+            self.step = []
+        self.in_flight[token] = carried
+        self.step = [p for p in self.step if p is not plan] + [plan]
+
+    def backward_ran(self, token: int) -> None:
+        self.in_flight.pop(token, None)
+
+    def report(
+        self, options: PlanOptions, checks: Mapping[int, InnerCheck]
+    ) -> RematPlanReport | None:
+        """Per-graph plans of the most recent step, in the order its graphs ran (None before
+        one ran), with each Inductor-compiled graph's figures as `checks` measured them."""
+        if not self.step:
+            return None
+        report = RematPlanReport.from_step(StepPlans(list(self.step)), options)
+        return _with_checks(report, self.step, checks)
+
+
+def _with_checks(
+    report: RematPlanReport, plans: Sequence[GraphPlan], checks: Mapping[int, InnerCheck]
+) -> RematPlanReport:
+    """The report with each Inductor-compiled graph's peak and budget as measured and allowed
+    (the simulator's figures are for the unfused plan)."""
+    graphs = []
+    for summary, plan in zip(report.graphs, plans, strict=True):
+        check = checks.get(id(plan))
+        if check is not None:
+            summary = replace(
+                summary, predicted_peak=check.expected_peak, budget_bytes=check.allowed_bytes
+            )
+        graphs.append(summary)
+    peak = max(g.predicted_peak + p.held_elsewhere for g, p in zip(graphs, plans, strict=True))
+    return replace(report, graphs=tuple(graphs), predicted_peak=peak)
