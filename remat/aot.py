@@ -13,7 +13,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,12 +20,18 @@ import torch.fx as fx
 
 from remat.budget import InfeasibleBudgetError, format_bytes
 from remat.capture import Priced, capture_joint, returns_scalar_loss
+from remat.inner import InnerCompilers
 from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan, plan_jointly, resolve_step_budget, same_structure
 from remat.rewrite import rewrite
 from remat.step_plan import GraphPlan, PlanOptions, StepPlans
 from remat.tangents import accept_missing_gradients, defer_tangents
-from remat.torch_internals import aot_module_simplified, is_tangent
+from remat.torch_internals import (
+    aot_module_simplified,
+    detect_fake_mode,
+    dynamo_counters,
+    is_tangent,
+)
 from remat.workspace import measure_storage_bytes, measure_workspaces
 
 logger = logging.getLogger(__name__)
@@ -64,6 +69,8 @@ class Planner:
         self.steps: dict[tuple, StepPlans] = {}
         self.current_key: tuple = ()
         self._ran: list[GraphPlan] | None = None
+        self._ran_fake: set[int] = set()
+        """Ids of the graphs this call ran on fake tensors (DDPOptimizer's compile-time run)."""
         """Graphs whose forward ran in the current call, when the caller tracks calls."""
         self.budget_bytes: int | None = options.budget.bytes
         """The step's budget in bytes: a fraction is resolved on the first planned step and
@@ -147,6 +154,21 @@ class Planner:
         """A training call for input signature `key` starts: record which graphs it runs."""
         self.current_key = key
         self._ran = []
+        self._ran_fake = set()
+
+    def _record_run(self, graph: GraphPlan, fake: bool) -> None:
+        """`graph` runs in this call. DDPOptimizer runs each bucket's graph on fake tensors
+        right after compiling it, before the next bucket is planned: that run counts (the next
+        graph is planned after it), and the real run of the same graph later in the call is
+        the same place in the step, not another graph."""
+        assert self._ran is not None
+        if fake:
+            self._ran.append(graph)
+            self._ran_fake.add(id(graph))
+        elif id(graph) in self._ran_fake:
+            self._ran_fake.discard(id(graph))
+        else:
+            self._ran.append(graph)
 
     def end_call(self) -> None:
         """The graphs that ran in this call are the step: a graph Dynamo compiled again (a guard
@@ -201,6 +223,9 @@ class Planner:
             made.append(graph_plan)
             return forward, backward
 
+        # DDPOptimizer (Dynamo's split of a DDP step at its buckets) reads this count to tell
+        # that AOTAutograd compiled the bucket, as torch's own aot_autograd backend does.
+        dynamo_counters["aot_autograd"]["total"] += 1
         compiled = aot_module_simplified(
             gm,
             example_inputs,
@@ -215,7 +240,7 @@ class Planner:
 
         def run(*args: Any) -> Any:
             if self._ran is not None:
-                self._ran.append(made[-1])
+                self._record_run(made[-1], fake=detect_fake_mode(args) is not None)
             outputs = compiled(*args)
             if inner.defers_tangents:
                 accept_missing_gradients(outputs)
@@ -342,33 +367,6 @@ class Planner:
     def _graph_index(self, step: StepPlans) -> int:
         """Position in the step of the graph being planned."""
         return len(self._ran) if self._ran is not None else len(step.graphs)
-
-
-def run_as_fx(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-    """Run the graph as fx code taking its arguments as one list, which it clears once read:
-    a saved value is then freed at its last use in the backward, not when the backward ends."""
-    gm.graph.set_codegen(fx.graph._BoxedCodeGen())
-    gm.recompile()
-
-    def run(args: list[Any]) -> Any:
-        return gm(args)
-
-    run._boxed_call = True  # type: ignore[attr-defined]
-    return run
-
-
-@dataclass(frozen=True)
-class InnerCompilers:
-    """What turns the rewritten forward and backward graphs into callables (AOTAutograd's
-    fw_compiler/bw_compiler/inference_compiler), and the decompositions the joint is traced with."""
-
-    forward: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
-    backward: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
-    inference: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
-    decompositions: Mapping[Any, Callable] | None = None
-    defers_tangents: bool = True
-    """The backward takes None for an output gradient that never comes (remat.tangents): fx
-    code does; Inductor's compiled code needs every input a tensor."""
 
 
 def _joint_device(joint: fx.GraphModule) -> torch.device:

@@ -131,6 +131,8 @@ class RematModule(nn.Module):
             _warn_over_budget(step, self._planner.budget_bytes)
         if joint is None and self._planner.graphs_planned == planned_before:
             self._settled.add(key)
+            if key not in self._planner.steps and _trains(self._orig_mod):
+                _warn_nothing_planned()
         return result
 
     def _abandon(self, key: tuple, state: ModelState) -> None:
@@ -263,6 +265,21 @@ def _warn_over_budget(step: StepPlans, budget: int | None) -> None:
         f"{format_bytes(step.predicted_peak)}, above the budget "
         f"{format_bytes(budget or 0)}; the step's graphs kept changing from call to call, so "
         "remat stopped planning them whole. Remove the graph breaks or raise the budget.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _trains(model: nn.Module) -> bool:
+    return any(p.requires_grad for p in model.parameters())
+
+
+def _warn_nothing_planned() -> None:
+    warnings.warn(
+        "remat: Dynamo compiled no graph of this training call (it skipped the model's forward, "
+        "e.g. at a graph break inside a loop, or the forward is excluded from tracing), so the "
+        "call ran eagerly with nothing planned: the budget does not hold. Set "
+        'TORCH_LOGS="graph_breaks" to see why, and remove the break.',
         RuntimeWarning,
         stacklevel=3,
     )

@@ -38,11 +38,12 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from remat.aot import GraphPlan, InnerCompilers, Planner, PlanOptions
+from remat.aot import GraphPlan, Planner, PlanOptions
 from remat.backend_fit import Compiled, Fitted, InnerCheck, fit_inductor
 from remat.backend_ledger import Ledger
 from remat.backend_options import OPTION_NAMES, BackendOptionError, BackendOptions
-from remat.engines import check_graph
+from remat.engines import check_backend_graph
+from remat.inner import InnerCompilers
 from remat.report import RematPlanReport
 from remat.signature import input_signature
 from remat.simulate import simulate
@@ -78,7 +79,7 @@ class RematBackend:
         )
 
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-        check_graph(gm)
+        check_backend_graph(gm)
         grad_bytes = _trainable_bytes_in_scope(example_inputs)
         if _is_symbolic(example_inputs):
             return _PerShape(self, gm, grad_bytes)

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch.fx as fx
 
-from remat.aot import GraphPlan, InnerCompilers
+from remat.aot import GraphPlan
 from remat.budget import InfeasibleBudgetError
+from remat.inner import InnerCompilers
 from remat.simulate import simulate
 
 logger = logging.getLogger(__name__)

@@ -1,10 +1,20 @@
-"""Distributed engines whose memory remat cannot yet see: refused, never run over budget.
+"""What distributed engines hold during a step outside remat's graphs: reserved, or refused.
+
+The budget is per rank and counts what the engine allocates while the step runs (DESIGN.md).
+
+DDP (`DistributedDataParallel`, default arguments) reserves nothing, as measured per rank
+(gloo, 2 ranks, docs/distributed.md): its gradient buckets are allocated when it is built (and
+once more when it rebuilds them at the start of the second training call, before any of the
+step's memory is live), so they sit outside the step like the parameters; the backward copies
+each gradient into its bucket and the all-reduced bucket back, in place. The gradients
+themselves are what remat already counts for every trainable parameter. A communication hook or
+DDP's `mixed_precision` allocates copies remat has not measured: refused.
 
 FSDP2 (`fully_shard`) all-gathers each block's parameters around its forward and backward and
-reduce-scatters its gradients, outside the graphs remat plans: unsharded parameters and their
-gradients are allocated during the step, on top of any plan. Until remat counts them (or
-reserves them), a budget could be exceeded without a word, so a sharded model is refused with
-what to do instead.
+reduce-scatters its gradients, outside the graphs remat plans; and Dynamo does not trace a
+model's loop over FSDP2 blocks (their hooks are `torch._dynamo.disable`d, a graph break inside
+a loop skips the frame), so the step would run eager with no plan at all. A sharded model is
+refused with what to do instead.
 """
 
 from __future__ import annotations
@@ -13,6 +23,9 @@ from collections.abc import Iterable
 
 import torch.fx as fx
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from remat.torch_internals import active_ddp_module
 
 
 class UnsupportedModelError(ValueError):
@@ -34,10 +47,27 @@ def check_model(model: nn.Module) -> None:
         raise UnsupportedModelError(f"{sharded[0]} is sharded by fully_shard: {_FSDP2_ADVICE}")
 
 
+_DDP_UNMEASURED = (
+    "remat has not measured what it allocates during the step (per-bucket copies), so the "
+    "budget could be exceeded; use DDP without it with remat"
+)
+
+
 def engine_reserve(model: nn.Module) -> int:
     """Bytes the engine running `model` holds during the step outside remat's graphs, withheld
-    from the budget (none for a plain module)."""
+    from the budget: none for a plain module or plain DDP (see the module's docstring). Raises
+    UnsupportedModelError for an engine set up in a way remat has not measured."""
+    for module in model.modules():
+        if isinstance(module, DistributedDataParallel):
+            _check_ddp(module)
     return 0
+
+
+def _check_ddp(ddp: DistributedDataParallel) -> None:
+    if ddp._comm_hooks:
+        raise UnsupportedModelError(f"DDP has a communication hook: {_DDP_UNMEASURED}")
+    if ddp.mixed_precision is not None:
+        raise UnsupportedModelError(f"DDP has mixed_precision set: {_DDP_UNMEASURED}")
 
 
 def check_graph(gm: fx.GraphModule) -> None:
@@ -51,6 +81,19 @@ def check_graph(gm: fx.GraphModule) -> None:
     sharded = _fsdp2_types(classes)
     if sharded:
         raise UnsupportedModelError(f"the graph comes from {sharded[0]}: {_FSDP2_ADVICE}")
+
+
+def check_backend_graph(gm: fx.GraphModule) -> None:
+    """What the torch.compile backend refuses: FSDP2's graphs (check_graph), and DDP's, which
+    DDPOptimizer hands over one bucket at a time while the backend plans each graph as it comes
+    (each would be planned as if it were the whole step, and the budget exceeded)."""
+    check_graph(gm)
+    if active_ddp_module() is not None:
+        raise UnsupportedModelError(
+            "the remat torch.compile backend does not yet plan DDP's bucket graphs together, "
+            "so the budget could be exceeded; use remat.compile(DDP(model), budget=...), which "
+            "plans the whole step"
+        )
 
 
 def _fsdp2_types(classes: Iterable[type]) -> list[str]:

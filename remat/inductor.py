@@ -39,7 +39,7 @@ import torch
 import torch.fx as fx
 from torch._inductor.choices import InductorChoices
 
-from remat.aot import InnerCompilers, run_as_fx
+from remat.inner import InnerCompilers, run_as_fx
 from remat.measure import _allocations, _cpu_profiler, synchronize
 
 SCOPED_CONFIG: dict[str, Any] = {

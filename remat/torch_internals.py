@@ -58,6 +58,8 @@ _warned: list[str] = []
 
 __all__ = [
     "BackendCompilerFailed",
+    "active_ddp_module",
+    "boxed_codegen",
     "FunctionSchema",
     "HigherOrderOperator",
     "OpOverload",
@@ -112,6 +114,20 @@ def dynamo_frame_locals() -> dict[str, Any]:
     except (ImportError, AttributeError, AssertionError, IndexError):
         return {}
     return dict(getattr(tx, "f_locals", None) or {}) if tx is not None else {}
+
+
+def boxed_codegen() -> Any:
+    """fx code generation for a graph that takes its arguments as one list and clears it once
+    read (AOTAutograd's boxed convention), so a saved value is freed at its last use."""
+    return fx.graph._BoxedCodeGen()
+
+
+def active_ddp_module() -> Any:
+    """The DistributedDataParallel module whose forward Dynamo is compiling, if any (its
+    DDPOptimizer then hands the backend one graph per gradient bucket)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel._get_active_ddp_module()
 
 
 def _input_role(node: fx.Node) -> Any:

@@ -281,3 +281,23 @@ def test_graph_broken_step_floor_is_the_whole_steps_whatever_the_budget():
     ok = remat.compile(_broken_in_two(), budget=floors[0])
     _step(ok, x)
     assert ok.remat_plan.predicted_peak <= floors[0]
+
+
+class _Untraced(nn.Module):
+    """A forward Dynamo will not trace: every call runs eagerly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(8, 8)
+
+    @torch._dynamo.disable
+    def forward(self, x):
+        return self.layer(x)
+
+
+def test_a_training_call_with_nothing_planned_says_the_budget_does_not_hold():
+    torch._dynamo.reset()
+    compiled = remat.compile(_Untraced(), budget=0.5)
+    with pytest.warns(RuntimeWarning, match="nothing planned: the budget does not hold"):
+        _step(compiled, torch.randn(4, 8))
+    assert compiled.remat_plan is None

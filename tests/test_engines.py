@@ -1,5 +1,6 @@
-"""A model sharded by FSDP2 is refused, not run over budget: remat cannot yet see the
-parameters and gradients FSDP2 unshards during the step (issue: DDP and FSDP2)."""
+"""What distributed engines hold outside remat's graphs: plain DDP nothing; a DDP set up in a
+way remat has not measured, and a model sharded by FSDP2, are refused rather than run over
+budget (issue 13). The 2-rank DDP runs are in test_distributed_ddp.py."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 import remat
+from remat.engines import engine_reserve
 
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 
@@ -56,3 +59,21 @@ def test_an_unsharded_model_is_accepted():
     compiled = remat.compile(model, budget=1.0)
     compiled(torch.randn(8, 16)).sum().backward()
     assert compiled.remat_plan is not None
+
+
+def test_plain_ddp_reserves_nothing(process_group):
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    assert engine_reserve(model) == 0
+    assert engine_reserve(DDP(model)) == 0
+
+
+def test_ddp_with_a_communication_hook_is_refused(process_group):
+    """A hook (e.g. fp16 compression) allocates copies of each bucket during the backward,
+    which remat has not measured; it may be registered after remat.compile, so the planner's
+    reserve (engine_reserve, called when a graph is planned) is where it is refused."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    ddp = DDP(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)))
+    ddp.register_comm_hook(dist.group.WORLD, default_hooks.fp16_compress_hook)
+    with pytest.raises(remat.UnsupportedModelError, match="communication hook"):
+        engine_reserve(nn.Sequential(ddp))

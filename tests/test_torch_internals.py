@@ -21,24 +21,35 @@ LAYER = {"torch_internals.py", "inductor.py"}
 
 
 def _private_uses(path: Path) -> list[str]:
-    """Names of private torch modules `path` imports or reaches by attribute."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names = []
+    """Names of private torch modules `path` imports or reaches by attribute, aliases resolved
+    (`import torch.fx as fx; fx.graph._X` is `torch.fx.graph._X`)."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases: dict[str, str] = {}
+    imported = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and not node.level:
-            names = [node.module or ""]
-        elif isinstance(node, ast.Attribute):
-            names = [ast.unparse(node)]
-        found.extend(
-            name
-            for name in names
-            if name.startswith("torch.")
-            and not name.startswith("torch.ops.")  # ATen op names (`aten._softmax`) are public
-            and any(part.startswith("_") for part in name.split(".")[1:])
-        )
-    return found
+            for alias in node.names:
+                imported.append(alias.name)
+                aliases[alias.asname or alias.name.split(".")[0]] = (
+                    alias.name if alias.asname else alias.name.split(".")[0]
+                )
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            imported.append(node.module)
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    reached = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            root, _, rest = ast.unparse(node).partition(".")
+            if root in aliases:
+                reached.append(f"{aliases[root]}.{rest}")
+    return [
+        name
+        for name in imported + reached
+        if name.startswith("torch.")
+        and not name.startswith("torch.ops.")  # ATen op names (`aten._softmax`) are public
+        and any(part.startswith("_") for part in name.split(".")[1:])
+    ]
 
 
 def test_private_torch_apis_are_named_only_in_the_layer():
@@ -55,10 +66,11 @@ def test_the_scan_sees_imports_and_attributes(tmp_path):
     source.write_text(
         "import torch\nfrom torch._guards import x\nfrom torch import nn\n"
         "y = torch._dynamo.reset\nz = torch.utils._pytree.tree_map\nw = torch.nn.Linear\n"
-        "v = torch.ops.aten._softmax.default\n"
+        "v = torch.ops.aten._softmax.default\nimport torch.fx as fx\nu = fx.graph._BoxedCodeGen\n"
     )
     uses = set(_private_uses(source))
     assert {"torch._guards", "torch._dynamo.reset", "torch.utils._pytree"} <= uses
+    assert "torch.fx.graph._BoxedCodeGen" in uses
     assert not any("nn" in use or "softmax" in use for use in uses)
 
 

@@ -1,0 +1,42 @@
+"""What turns a rewritten forward or backward graph into the callable AOTAutograd runs.
+
+By default the graphs run as fx code (`run_as_fx`); the torch.compile backend may hand them to
+Inductor instead (remat.inductor), with the decompositions the joint was traced with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch.fx as fx
+
+from remat.torch_internals import boxed_codegen
+
+
+def run_as_fx(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+    """Run the graph as fx code taking its arguments as one list, which it clears once read:
+    a saved value is then freed at its last use in the backward, not when the backward ends."""
+    gm.graph.set_codegen(boxed_codegen())
+    gm.recompile()
+
+    def run(args: list[Any]) -> Any:
+        return gm(args)
+
+    run._boxed_call = True  # type: ignore[attr-defined]
+    return run
+
+
+@dataclass(frozen=True)
+class InnerCompilers:
+    """What turns the rewritten forward and backward graphs into callables (AOTAutograd's
+    fw_compiler/bw_compiler/inference_compiler), and the decompositions the joint is traced with."""
+
+    forward: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
+    backward: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
+    inference: Callable[[fx.GraphModule, Sequence[Any]], Callable] = run_as_fx
+    decompositions: Mapping[Any, Callable] | None = None
+    defers_tangents: bool = True
+    """The backward takes None for an output gradient that never comes (remat.tangents): fx
+    code does; Inductor's compiled code needs every input a tensor."""
