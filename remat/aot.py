@@ -69,6 +69,8 @@ class Planner:
         self.steps: dict[tuple, StepPlans] = {}
         self.current_key: tuple = ()
         self._ran: list[GraphPlan] | None = None
+        self.last_planned: GraphPlan | None = None
+        """The graph the latest partition planned (its forward is compiled next)."""
         self._ran_fake: set[int] = set()
         """Ids of the graphs this call ran on fake tensors (DDPOptimizer's compile-time run)."""
         """Graphs whose forward ran in the current call, when the caller tracks calls."""
@@ -319,6 +321,7 @@ class Planner:
             infeasible=infeasible,
         )
         step.graphs.append(graph_plan)
+        self.last_planned = graph_plan
         self.graphs_planned += 1
         logger.info("planned %s in %.2fs: %s", captured.graph.name, graph_plan.plan_s, plan.status)
         return rewritten.forward, rewritten.backward, graph_plan

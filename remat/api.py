@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from remat.aot import Planner
+from remat.backend_options import INNER_NAMES
 from remat.budget import InfeasibleBudgetError, format_bytes, parse_budget, parse_reserve
 from remat.engines import check_model, engine_reserve
+from remat.inductor_fit import InductorFitting
 from remat.model_state import ModelState
 from remat.report import RematPlanReport
 from remat.signature import input_signature
@@ -56,7 +58,13 @@ def _logger_methods() -> set[Callable[..., Any]]:
 class RematModule(nn.Module):
     """The compiled model: same parameters, buffers, call signature and outputs as the original."""
 
-    def __init__(self, module: nn.Module, options: PlanOptions, timing: str = "estimate") -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        options: PlanOptions,
+        timing: str = "estimate",
+        inner: str = "eager",
+    ) -> None:
         super().__init__()
         self._orig_mod = module
         self._options = options
@@ -64,18 +72,30 @@ class RematModule(nn.Module):
             options,
             _PRICES[timing],
             lambda: _trainable_grad_bytes(module),
-            reserve=lambda: engine_reserve(module),
+            reserve=lambda: engine_reserve(module) + self._fit_reserve(),
         )
+        self._inductor = InductorFitting(self._planner) if inner == "inductor" else None
+        """With inner="inductor": the backend that compiles each planned graph by Inductor."""
         self._planner.tolerate_infeasible = True
         self._joint: dict[tuple, Callable[..., Any]] = {}
         """Per input signature: the step compiled afresh with its graphs' joint plan."""
         self._settled: set[tuple] = set()
         """Input signatures whose last call planned nothing: their calls just run."""
-        self._compiled: Callable[..., Any] = self._compile(self._planner.backend)
+        self._compiled: Callable[..., Any] = self._compile(self._fresh_backend())
         # Tools that read the forward's parameters (HF Trainer drops dataset columns the model
         # does not take) see the original's signature.
         step = type(self).forward.__get__(self)
         self.forward = functools.wraps(module.forward)(lambda *a, **k: step(*a, **k))
+
+    def _fresh_backend(self) -> Callable[..., Any]:
+        """A backend Dynamo has not seen (so it compiles the step afresh) that plans with the
+        planner: each graph with the joint plan made for it, where there is one."""
+        if self._inductor is not None:
+            return functools.partial(self._inductor)
+        return self._planner.backend_for_joint_plan()
+
+    def _fit_reserve(self) -> int:
+        return self._inductor.fit_reserve if self._inductor is not None else 0
 
     def _compile(self, backend: Callable[..., Any]) -> Callable[..., Any]:
         """The model under Dynamo with `backend`; a backend it has not seen compiles afresh."""
@@ -114,7 +134,7 @@ class RematModule(nn.Module):
                 self._abandon(key, state)
                 raise
             if joint is not None and joint.worth_recompiling:
-                self._joint[key] = self._compile(self._planner.backend_for_joint_plan())
+                self._joint[key] = self._compile(self._fresh_backend())
             if joint is None or not joint.ran_over_budget:
                 break
             if joint.ran_forward_peak > joint.budget:
@@ -142,7 +162,7 @@ class RematModule(nn.Module):
         self._planner.forget(key)
         self._joint.pop(key, None)
         self._settled.discard(key)
-        self._compiled = self._compile(self._planner.backend_for_joint_plan())
+        self._compiled = self._compile(self._fresh_backend())
 
     def _run(self, key: tuple, args: tuple, kwargs: dict) -> Any:
         """One call of the compiled step: the joint plan's compile of it once there is one."""
@@ -200,6 +220,7 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     loss_reserve: int | str | None = None,
     timing: str = "estimate",
     progress: Callable[[str], None] | None = None,
+    inner: str = "eager",
 ) -> RematModule:
     """Return `model` wrapped so each forward+backward peaks at no more than `budget` bytes.
 
@@ -211,6 +232,9 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
         the model returns a scalar loss, else the size of its differentiable outputs.
     timing: how op times are known: "estimate" (a roofline of the device) or "measure" (each
         op timed once on the device while planning).
+    inner: how the planned graphs run: "eager" (fx code, which the plan fits exactly) or
+        "inductor" (fused kernels; each graph's build is measured when compiled and re-planned
+        until it fits its budget, else it runs as fx code).
     Planning happens on the first training call for each input signature; a budget below what
     any plan reaches raises remat.InfeasibleBudgetError there, naming the smallest feasible one.
     """
@@ -226,8 +250,10 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     reserve = parse_reserve(loss_reserve)
     if timing not in _PRICES:
         raise ValueError(f"timing must be one of {', '.join(_PRICES)}, got {timing!r}")
+    if inner not in INNER_NAMES:
+        raise ValueError(f"inner must be one of {', '.join(INNER_NAMES)}, got {inner!r}")
     options = PlanOptions(parse_budget(budget), solver, time_limit, reserve, progress)
-    return RematModule(model, options, timing)
+    return RematModule(model, options, timing, inner)
 
 
 def _estimated_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:

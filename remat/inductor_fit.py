@@ -1,0 +1,89 @@
+"""Inductor under `remat.compile(..., inner="inductor")`: the planner's graphs, fused and fitted.
+
+A Dynamo backend around a `Planner` (the one `remat.compile` owns): each graph Dynamo hands
+over is planned by the planner and compiled by Inductor, measured, and re-planned with the
+difference withheld from its budget until a build fits (`backend_fit.fit_inductor`, the loop
+the torch.compile backend uses); where none fits, the plan runs as fx code, which the simulator
+models exactly. The planner keeps its own step accounting (joint planning of graph-broken steps
+included); a graph with a joint plan fixed for it is compiled with that plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch.fx as fx
+
+from remat.aot import GraphPlan, Planner
+from remat.backend_fit import Compiled, InnerCheck, fit_inductor
+from remat.inner import InnerCompilers
+from remat.torch_internals import make_boxed_func
+
+
+class InductorFitting:
+    """A Dynamo backend: (gm, example_inputs) -> Inductor code fitted to the planner's budget.
+
+    `fit_reserve` is the bytes the current attempt withholds from the graph's budget (negative:
+    grants beyond it); the planner adds it to what the engine reserves."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self.fit_reserve = 0
+        self.checks: list[InnerCheck] = []
+        """How each kept build measured against its budget, in the order they were compiled."""
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+        step = self.planner.plans_for(self.planner.current_key)
+        name = f"graph{len(step.graphs)}"
+
+        def compile_once(inner: InnerCompilers, record: Compiled, reserve: int) -> Callable:
+            self.fit_reserve = reserve
+            try:
+                inner = self._recording(inner, record)
+                return self.planner.backend(gm, example_inputs, inner=inner)
+            finally:
+                self.fit_reserve = 0
+
+        fitted = fit_inductor(gm, example_inputs, name, compile_once, self._discard)
+        if fitted.check is not None:
+            self.checks.append(fitted.check)
+        return fitted.compiled
+
+    def _discard(self, plan: GraphPlan) -> None:
+        """A build not kept: its plan leaves the step's record (it never runs)."""
+        step = self.planner.plans_for(self.planner.current_key)
+        step.graphs = [g for g in step.graphs if g is not plan]
+
+    def _recording(self, inner: InnerCompilers, record: Compiled) -> InnerCompilers:
+        """`inner`, recording into `record` what fit_inductor measures: the fx modules, their
+        compiled code and example inputs, and the plan the partition just made."""
+        return _recording(inner, record, self.planner)
+
+
+def _recording(inner: InnerCompilers, record: Compiled, planner: Planner) -> InnerCompilers:
+    from remat.inductor import fx_copy
+
+    def forward(gm: fx.GraphModule, inputs: Sequence[Any]) -> Callable:
+        # AOTAutograd compiles the forward right after the partition that planned it.
+        record.plan = planner.last_planned
+        if record.keep_fx:
+            record.forward_fx, record.forward_inputs = fx_copy(gm), list(inputs)
+        record.forward = _boxed(inner.forward(gm, inputs))
+        return record.forward
+
+    def backward(gm: fx.GraphModule, inputs: Sequence[Any]) -> Callable:
+        if record.keep_fx:
+            record.backward_fx, record.backward_inputs = fx_copy(gm), list(inputs)
+        record.backward = _boxed(inner.backward(gm, inputs))
+        return record.backward
+
+    return InnerCompilers(
+        forward, backward, inner.inference, inner.decompositions, inner.defers_tangents
+    )
+
+
+def _boxed(compiled: Callable) -> Callable:
+    if getattr(compiled, "_boxed_call", False):
+        return compiled
+    return make_boxed_func(compiled)
