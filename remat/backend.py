@@ -46,7 +46,6 @@ from remat.engines import check_backend_graph
 from remat.inner import InnerCompilers
 from remat.report import RematPlanReport
 from remat.signature import input_signature
-from remat.simulate import simulate
 from remat.torch_internals import dynamo_frame_locals, make_boxed_func
 
 _last: weakref.ref[RematBackend] | None = None
@@ -138,7 +137,7 @@ class RematBackend:
         def forward(gm: fx.GraphModule, inputs: Sequence[Any]) -> Callable:
             # The partition has just run: the plan it made is the newest of the current step.
             plan = record.plan = planner.plans_for(planner.current_key).graphs[-1]
-            carried = simulate(plan.captured.graph, plan.plan.schedule, plan.plan.boundary)
+            carried = plan.carried_bytes
             if record.keep_fx:
                 from remat.inductor import fx_copy
 
@@ -146,7 +145,7 @@ class RematBackend:
             compiled = record.forward = _boxed(inner.forward(gm, inputs))
 
             def run(args: list[Any]) -> Any:
-                ledger.forward_ran(token, plan, carried.saved_bytes)
+                ledger.forward_ran(token, plan, carried)
                 _remember(self)
                 return compiled(args)
 

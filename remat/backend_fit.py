@@ -19,7 +19,6 @@ import torch.fx as fx
 from remat.aot import GraphPlan
 from remat.budget import InfeasibleBudgetError
 from remat.inner import InnerCompilers
-from remat.simulate import simulate
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ def _expected_peak(plan: GraphPlan, record: Compiled) -> int:
         plan.captured.device,
     )
     boundary = plan.plan.boundary
-    sim = simulate(plan.captured.graph, plan.plan.schedule, boundary)
+    sim = plan.simulation
     forward_peak = max(sim.timeline[:boundary], default=0)
     backward_peak = max((*sim.timeline[boundary:], sim.boundary_bytes))
     return max(forward_peak + forward_excess, backward_peak + backward_excess)

@@ -179,16 +179,24 @@ def capture_joint(
     return CapturedGraph(graph, tuple(op_nodes), tuple(tensor_nodes), device, mutated_names)
 
 
+LOSS_TEMPORARIES = 3
+"""Output-sized temporaries a loss computed outside the model may hold at once beside the
+output's gradient (which the graph counts): measured by `python -m benchmarks.loss_memory`,
+cross-entropy peaks at 3x its input's bytes (2 beside the gradient), MSE at 2x,
+`square().mean()` at 4x (3 beside it)."""
+
+
 def default_loss_reserve(forward_outputs: list[fx.Node], tangents: list[Tensor]) -> int:
     """Bytes to hold for the caller's code between forward and backward.
 
     A model that returns a scalar loss is differentiated from it: the caller adds nothing. A
-    model that returns activations (logits) has its loss computed outside, which keeps about
-    one output-sized temporary (log-softmax, a difference) beside the output's gradient.
+    model that returns activations (logits) has its loss computed outside, whose forward and
+    backward run between the model's and hold up to LOSS_TEMPORARIES output-sized temporaries
+    beside the output's gradient (pass loss_reserve= for the exact figure).
     """
     if any(is_scalar_loss(node) for node in forward_outputs):
         return 0
-    return sum(t.bytes for t in tangents)
+    return LOSS_TEMPORARIES * sum(t.bytes for t in tangents)
 
 
 def returns_scalar_loss(joint: fx.GraphModule, num_fwd_outputs: int) -> bool:

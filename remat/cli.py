@@ -168,11 +168,11 @@ def _process_age() -> float:
 
 def _scored(graphs, graph, network, plan, budget: int, solve_s: float) -> dict:
     """The JSON object of issue 6, scored by the simulator and re-scored by the validator."""
-    from remat.simulate import simulate
+    from remat.simulate import simulation_of
 
     order = graphs.node_order(graph, plan.schedule)
     score = graphs.score_schedule(network, order)  # raises on an invalid schedule
-    simulated = simulate(graph, plan.schedule, plan.boundary)
+    simulated = simulation_of(graph, plan)
     if score.peak != simulated.peak or score.peak > budget:
         raise RuntimeError(
             f"the schedule re-scores to peak {score.peak} (simulator: {simulated.peak}, "

@@ -7,11 +7,15 @@ and names the tensor whose storage it shares, so aliases never count twice.
 The reference order (`RematGraph.ops`) is the step as eager would run it: every forward op, then
 every backward op. A schedule is a sequence of op ids in execution order; an op that appears
 more than once is recomputed.
+
+A `Plan` is a schedule with what the simulator found for it (`Simulation`, made by
+remat.simulate), so what reads a plan never replays it again.
 """
 
 from __future__ import annotations
 
 import enum
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -103,6 +107,39 @@ class PlanStatus(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Simulation:
+    """What the simulator (remat.simulate.simulate) found for one schedule of one graph."""
+
+    peak: int
+    peak_step: int
+    """Index in the schedule where the peak happens (-1: at the boundary, between the parts)."""
+    timeline: tuple[int, ...]
+    """Live bytes at each step of the schedule."""
+    boundary_bytes: int
+    """Live bytes between forward and backward, late inputs and the caller's reserve included."""
+    saved_bytes: int
+    """Storage allocated in the forward part and still live when the backward part starts."""
+    saved: tuple[int, ...]
+    """Tensors produced in the forward part whose value is read in the backward or returned."""
+    time: float
+    recompute_time: float
+    recompute_flops: int
+    graph_ref: weakref.ReferenceType[RematGraph] | None = field(
+        default=None, compare=False, repr=False
+    )
+    """The graph simulated, held weakly: a plan carrying its simulation keeps no graph alive."""
+
+    def of(self, graph: RematGraph) -> bool:
+        """Whether this is a simulation of `graph`, that very object (an equal graph made
+        elsewhere, e.g. a recapture whose measured op times differ, may score differently)."""
+        return self.graph_ref is not None and self.graph_ref() is graph
+
+    def __getstate__(self) -> dict[str, object]:
+        # A weak reference does not pickle; a copy is a simulation of no graph in particular.
+        return {**self.__dict__, "graph_ref": None}
+
+
+@dataclass(frozen=True)
 class Plan:
     """One result type for every solver."""
 
@@ -121,6 +158,10 @@ class Plan:
     """Proven lower bound on `recompute_time` under the solver's model, when it has one."""
     solve_s: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    simulation: Simulation | None = field(default=None, compare=False, repr=False)
+    """What the simulator found for this plan on the graph it was made for (`simulation.of`
+    tells which); None on a candidate scored only by the fast replay. Read it through
+    remat.simulate.simulation_of, which replays the plan when it is for another graph."""
 
     @property
     def gap(self) -> float | None:

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from remat.budget import format_bytes
-from remat.simulate import simulate
 
 if TYPE_CHECKING:
     from remat.step_plan import GraphPlan, PlanOptions, StepPlans
@@ -109,8 +108,7 @@ class RematPlanReport:
 
 
 def _summarize(item: GraphPlan) -> GraphSummary:
-    graph, plan = item.captured.graph, item.plan
-    sim = simulate(graph, plan.schedule, plan.boundary)
+    graph, plan, sim = item.captured.graph, item.plan, item.simulation
     runs = Counter(plan.schedule)
     recomputed = tuple(
         (graph.ops[op_id].name, count - 1) for op_id, count in runs.items() if count > 1

@@ -10,11 +10,14 @@ step is everything live while that op runs: its inputs, its outputs and its tran
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from remat.ir import RematGraph, schedule_cost
+from remat.ir import Plan, RematGraph, Simulation, schedule_cost
+
+__all__ = ["InvalidScheduleError", "Simulation", "simulate", "simulation_of"]
 
 _BEFORE_STEP = -1
 """Producing step of a graph input (it exists before the schedule starts)."""
@@ -22,24 +25,6 @@ _BEFORE_STEP = -1
 
 class InvalidScheduleError(ValueError):
     """A schedule reads a value that is not there, or leaves a required output unproduced."""
-
-
-@dataclass(frozen=True)
-class Simulation:
-    peak: int
-    peak_step: int
-    """Index in the schedule where the peak happens (-1: at the boundary, between the parts)."""
-    timeline: tuple[int, ...]
-    """Live bytes at each step of the schedule."""
-    boundary_bytes: int
-    """Live bytes between forward and backward, late inputs and the caller's reserve included."""
-    saved_bytes: int
-    """Storage allocated in the forward part and still live when the backward part starts."""
-    saved: tuple[int, ...]
-    """Tensors produced in the forward part whose value is read in the backward or returned."""
-    time: float
-    recompute_time: float
-    recompute_flops: int
 
 
 @dataclass
@@ -103,7 +88,17 @@ def simulate(graph: RematGraph, schedule: Sequence[int], boundary: int) -> Simul
         time=sum(graph.ops[op_id].time for op_id in schedule),
         recompute_time=recompute_time,
         recompute_flops=recompute_flops,
+        graph_ref=weakref.ref(graph),
     )
+
+
+def simulation_of(graph: RematGraph, plan: Plan) -> Simulation:
+    """What the simulator finds for `plan` on `graph`: the simulation the plan carries when it
+    was made for that graph object (every plan a solver returns), else a fresh replay."""
+    carried = plan.simulation
+    if carried is not None and carried.of(graph):
+        return carried
+    return simulate(graph, plan.schedule, plan.boundary)
 
 
 def _trace_reads(

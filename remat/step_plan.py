@@ -13,7 +13,7 @@ from remat.budget import Budget, InfeasibleBudgetError
 from remat.capture import CapturedGraph
 from remat.ir import Plan
 from remat.joint_plan import JointPlan
-from remat.simulate import simulate
+from remat.simulate import Simulation, simulation_of
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,14 @@ class GraphPlan:
         return self.infeasible is not None
 
     @property
+    def simulation(self) -> Simulation:
+        """What the simulator found for this graph's plan (the plan's own: not replayed)."""
+        return simulation_of(self.captured.graph, self.plan)
+
+    @property
     def carried_bytes(self) -> int:
         """Bytes this graph keeps live across its forward/backward boundary."""
-        return simulate(self.captured.graph, self.plan.schedule, self.plan.boundary).saved_bytes
+        return self.simulation.saved_bytes
 
 
 @dataclass

@@ -26,7 +26,7 @@ from remat.analysis.step import (
 from remat.analysis.target import Target
 from remat.budget import Budget, InfeasibleBudgetError
 from remat.ir import Plan
-from remat.simulate import simulate
+from remat.simulate import simulation_of
 from remat.solvers import find_floor, get_solver
 
 ProgressFn = Callable[[str, int, int], None]
@@ -161,7 +161,7 @@ def _summarize(
     saved = 0
     for item, plan in zip(step.graphs, plans):
         graph = item.captured.graph
-        saved += simulate(graph, plan.schedule, plan.boundary).saved_bytes
+        saved += simulation_of(graph, plan).saved_bytes
         for op_id, count in Counter(plan.schedule).items():
             if count > 1:
                 module = graph.ops[op_id].module_path or TOP_LEVEL

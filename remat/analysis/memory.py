@@ -9,7 +9,7 @@ from torch import nn
 
 from remat.analysis.step import CapturedStep, held_bytes
 from remat.ir import RematGraph
-from remat.simulate import simulate
+from remat.simulate import simulation_of
 
 TOP_LEVEL = "(top level)"
 """Module path shown for ops traced outside any submodule (the model's own forward)."""
@@ -52,10 +52,7 @@ class ModelBytes:
 
 def model_bytes(model: nn.Module, inputs: list, step: CapturedStep) -> ModelBytes:
     params = list(model.parameters())
-    saved = sum(
-        simulate(g.captured.graph, g.plan.schedule, g.plan.boundary).saved_bytes
-        for g in step.graphs
-    )
+    saved = sum(g.simulation.saved_bytes for g in step.graphs)
     return ModelBytes(
         parameters=sum(p.numel() * p.element_size() for p in params),
         gradients=sum(p.numel() * p.element_size() for p in params if p.requires_grad),
@@ -71,7 +68,7 @@ def peak_breakdown(step: CapturedStep) -> PeakBreakdown:
     held = held_bytes(step, plans)
     index = max(range(len(plans)), key=lambda i: plans[i].predicted_peak + held[i])
     graph = step.graphs[index].captured.graph
-    sim = simulate(graph, plans[index].schedule, plans[index].boundary)
+    sim = simulation_of(graph, plans[index])
     modules: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     kinds: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for tensor, size in _live_at(graph, sim.peak_step):

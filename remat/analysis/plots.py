@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from remat.analysis.core import Analysis, BudgetResult  # noqa: E402
 from remat.analysis.step import held_bytes  # noqa: E402
 from remat.ir import Plan  # noqa: E402
-from remat.simulate import simulate  # noqa: E402
+from remat.simulate import simulation_of  # noqa: E402
 
 _KEEP_ALL = "#222222"
 _ILP = "#1f77b4"
@@ -42,7 +42,7 @@ def _step_timeline(
     forward: list[float] = []
     backward: list[float] = []
     for item, plan, extra in zip(analysis.step.graphs, plans, held):
-        timeline = simulate(item.captured.graph, plan.schedule, plan.boundary).timeline
+        timeline = simulation_of(item.captured.graph, plan).timeline
         values = [(v + extra) / scale for v in timeline]
         forward.extend(values[: plan.boundary])
         backward[:0] = values[plan.boundary :]

@@ -19,7 +19,7 @@ from torch import nn
 
 from remat.budget import InfeasibleBudgetError
 from remat.ir import Plan, PlanStatus, RematGraph
-from remat.simulate import simulate
+from remat.simulate import simulation_of
 from remat.step_plan import GraphPlan
 from remat.torch_internals import tree_leaves
 
@@ -118,7 +118,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _saved_bytes(graph: RematGraph, plan: Plan) -> int:
-    return simulate(graph, plan.schedule, plan.boundary).saved_bytes
+    return simulation_of(graph, plan).saved_bytes
 
 
 def held_bytes(step: CapturedStep, plans: tuple[Plan, ...]) -> tuple[int, ...]:

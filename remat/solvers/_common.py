@@ -1,7 +1,8 @@
 """Helpers every solver shares: scoring a schedule into a Plan, and choosing among plans.
 
 A plan is only ever built here, from a schedule replayed by the simulator, so every Plan a
-solver returns carries the simulator's peak and cost, never a solver's own estimate.
+solver returns carries the simulator's peak and cost, never a solver's own estimate, and the
+simulation itself (`Plan.simulation`), which consumers read instead of replaying the plan again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def make_plan(
     solve_s: float = 0.0,
     notes: Sequence[str] = (),
 ) -> Plan:
-    """Replay `schedule` in the simulator and wrap it, with the simulator's numbers, in a Plan."""
+    """Replay `schedule` in the simulator and wrap it, with the simulation, in a Plan."""
     result = simulate(graph, schedule, boundary)
     return Plan(
         schedule=tuple(schedule),
@@ -41,13 +42,18 @@ def make_plan(
         lower_bound=lower_bound,
         solve_s=solve_s,
         notes=tuple(notes),
+        simulation=result,
     )
 
 
 def fast_plan(
     graph: RematGraph, schedule: Sequence[int], boundary: int, *, solver: str, notes: Sequence[str]
 ) -> Plan:
-    """A heuristic candidate scored by the fast replay (confirm it before returning it)."""
+    """A heuristic candidate scored by the fast replay (confirm it before returning it).
+
+    It carries no simulation: the fast replay finds the peak and the recompute time, not what
+    is saved, and a candidate is replayed by the simulator (make_plan) once it is chosen.
+    """
     result = fast_simulate(graph, schedule, boundary)
     return Plan(
         schedule=tuple(schedule),
