@@ -234,14 +234,18 @@ def _broken_in_two() -> BrokenInTwo:
     return BrokenInTwo()
 
 
+FAST = 1.0
+"""Solver seconds for the graph-broken tests: their floors are the same as with the default."""
+
+
 def test_graph_broken_step_is_planned_whole_and_run_again_when_greedy_plans_break_the_budget():
     torch._dynamo.reset()
     x = torch.randn(256, 64)
     with pytest.raises(remat.InfeasibleBudgetError) as refused:
-        _step(remat.compile(_broken_in_two(), budget=1000), x)
+        _step(remat.compile(_broken_in_two(), budget=1000, time_limit=FAST), x)
     model, reference = _broken_in_two(), _broken_in_two()
     budget = int(1.05 * refused.value.floor)
-    compiled = remat.compile(model, budget=budget)
+    compiled = remat.compile(model, budget=budget, time_limit=FAST)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _step(compiled, x)
@@ -272,7 +276,7 @@ def test_graph_broken_step_floor_is_the_whole_steps_whatever_the_budget():
     for budget in (200_000, 400_000):
         model = _broken_in_two()
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        compiled = remat.compile(model, budget=budget)
+        compiled = remat.compile(model, budget=budget, time_limit=FAST)
         with pytest.raises(remat.InfeasibleBudgetError, match="2 graphs planned together") as e:
             _step(compiled, x)
         floors.append(e.value.floor)
@@ -282,7 +286,7 @@ def test_graph_broken_step_floor_is_the_whole_steps_whatever_the_budget():
         with pytest.raises(remat.InfeasibleBudgetError):
             _step(compiled, x)
     assert floors[0] == floors[1]
-    ok = remat.compile(_broken_in_two(), budget=floors[0])
+    ok = remat.compile(_broken_in_two(), budget=floors[0], time_limit=FAST)
     _step(ok, x)
     assert ok.remat_plan.predicted_peak <= floors[0]
 
