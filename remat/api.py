@@ -151,7 +151,7 @@ class RematModule(nn.Module):
             _warn_over_budget(step, self._planner.budget_bytes)
         if joint is None and self._planner.graphs_planned == planned_before:
             self._settled.add(key)
-            if key not in self._planner.steps and _trains(self._orig_mod):
+            if key not in self._planner.steps and _trainable_grad_bytes(self._orig_mod):
                 _warn_nothing_planned()
         return result
 
@@ -294,10 +294,6 @@ def _warn_over_budget(step: StepPlans, budget: int | None) -> None:
         RuntimeWarning,
         stacklevel=3,
     )
-
-
-def _trains(model: nn.Module) -> bool:
-    return any(p.requires_grad for p in model.parameters())
 
 
 def _warn_nothing_planned() -> None:

@@ -39,14 +39,14 @@ import torch.fx as fx
 from torch import nn
 
 from remat.aot import GraphPlan, Planner, PlanOptions
-from remat.backend_fit import Compiled, Fitted, InnerCheck, fit_inductor
+from remat.backend_fit import Compiled, Fitted, InnerCheck, fit_inductor, recording_compilers
 from remat.backend_ledger import Ledger
 from remat.backend_options import OPTION_NAMES, BackendOptionError, BackendOptions
 from remat.engines import check_backend_graph
 from remat.inner import InnerCompilers
 from remat.report import RematPlanReport
 from remat.signature import input_signature
-from remat.torch_internals import dynamo_frame_locals, make_boxed_func
+from remat.torch_internals import dynamo_frame_locals
 
 _last: weakref.ref[RematBackend] | None = None
 """The backend whose graph ran a forward most recently (what remat.last_plans() reports), for
@@ -132,17 +132,14 @@ class RematBackend:
         """The same compilers, recording what they make into `record`, with the forward and
         backward reporting to the ledger when they run."""
         token = next(self._tokens)
-        ledger, planner = self._ledger, self.planner
+        ledger = self._ledger
+        recorded = recording_compilers(inner, record, self.planner)
 
         def forward(gm: fx.GraphModule, inputs: Sequence[Any]) -> Callable:
-            # The partition has just run: the plan it made is the newest of the current step.
-            plan = record.plan = planner.plans_for(planner.current_key).graphs[-1]
+            compiled = recorded.forward(gm, inputs)
+            plan = record.plan
+            assert plan is not None  # the partition that planned it has just run
             carried = plan.carried_bytes
-            if record.keep_fx:
-                from remat.inductor import fx_copy
-
-                record.forward_fx, record.forward_inputs = fx_copy(gm), list(inputs)
-            compiled = record.forward = _boxed(inner.forward(gm, inputs))
 
             def run(args: list[Any]) -> Any:
                 ledger.forward_ran(token, plan, carried)
@@ -153,11 +150,7 @@ class RematBackend:
             return run
 
         def backward(gm: fx.GraphModule, inputs: Sequence[Any]) -> Callable:
-            if record.keep_fx:
-                from remat.inductor import fx_copy
-
-                record.backward_fx, record.backward_inputs = fx_copy(gm), list(inputs)
-            compiled = record.backward = _boxed(inner.backward(gm, inputs))
+            compiled = recorded.backward(gm, inputs)
 
             def run(args: list[Any]) -> Any:
                 ledger.backward_ran(token)
@@ -270,12 +263,6 @@ def _prices(gm: fx.GraphModule, device: torch.device) -> dict:
     from remat.cost import estimate_costs
 
     return estimate_costs(gm, device)
-
-
-def _boxed(compiled: Callable) -> Callable:
-    if getattr(compiled, "_boxed_call", False):
-        return compiled
-    return make_boxed_func(compiled)
 
 
 def _is_symbolic(example_inputs: Sequence[Any]) -> bool:

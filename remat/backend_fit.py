@@ -16,9 +16,10 @@ from typing import Any
 
 import torch.fx as fx
 
-from remat.aot import GraphPlan
+from remat.aot import GraphPlan, Planner
 from remat.budget import InfeasibleBudgetError
 from remat.inner import InnerCompilers
+from remat.torch_internals import make_boxed_func
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +196,36 @@ def _expected_peak(plan: GraphPlan, record: Compiled) -> int:
     forward_peak = max(sim.timeline[:boundary], default=0)
     backward_peak = max((*sim.timeline[boundary:], sim.boundary_bytes))
     return max(forward_peak + forward_excess, backward_peak + backward_excess)
+
+
+def recording_compilers(
+    inner: InnerCompilers, record: Compiled, planner: Planner
+) -> InnerCompilers:
+    """`inner`, recording into `record` what fit_inductor measures: the fx modules, their
+    compiled (boxed) code and example inputs, and the plan the partition just made."""
+    from remat.inductor import fx_copy
+
+    def forward(gm: fx.GraphModule, inputs: Sequence[Any]) -> Callable:
+        # AOTAutograd compiles the forward right after the partition that planned it.
+        record.plan = planner.last_planned
+        if record.keep_fx:
+            record.forward_fx, record.forward_inputs = fx_copy(gm), list(inputs)
+        record.forward = boxed(inner.forward(gm, inputs))
+        return record.forward
+
+    def backward(gm: fx.GraphModule, inputs: Sequence[Any]) -> Callable:
+        if record.keep_fx:
+            record.backward_fx, record.backward_inputs = fx_copy(gm), list(inputs)
+        record.backward = boxed(inner.backward(gm, inputs))
+        return record.backward
+
+    return InnerCompilers(
+        forward, backward, inner.inference, inner.decompositions, inner.defers_tangents
+    )
+
+
+def boxed(compiled: Callable) -> Callable:
+    """`compiled` in AOTAutograd's boxed calling convention (one list of arguments)."""
+    if getattr(compiled, "_boxed_call", False):
+        return compiled
+    return make_boxed_func(compiled)

@@ -16,9 +16,8 @@ from typing import Any
 import torch.fx as fx
 
 from remat.aot import GraphPlan, Planner
-from remat.backend_fit import Compiled, InnerCheck, fit_inductor
+from remat.backend_fit import Compiled, InnerCheck, fit_inductor, recording_compilers
 from remat.inner import InnerCompilers
-from remat.torch_internals import make_boxed_func
 
 
 class InductorFitting:
@@ -40,7 +39,7 @@ class InductorFitting:
         def compile_once(inner: InnerCompilers, record: Compiled, reserve: int) -> Callable:
             self.fit_reserve = reserve
             try:
-                inner = self._recording(inner, record)
+                inner = recording_compilers(inner, record, self.planner)
                 return self.planner.backend(gm, example_inputs, inner=inner)
             finally:
                 self.fit_reserve = 0
@@ -54,36 +53,3 @@ class InductorFitting:
         """A build not kept: its plan leaves the step's record (it never runs)."""
         step = self.planner.plans_for(self.planner.current_key)
         step.graphs = [g for g in step.graphs if g is not plan]
-
-    def _recording(self, inner: InnerCompilers, record: Compiled) -> InnerCompilers:
-        """`inner`, recording into `record` what fit_inductor measures: the fx modules, their
-        compiled code and example inputs, and the plan the partition just made."""
-        return _recording(inner, record, self.planner)
-
-
-def _recording(inner: InnerCompilers, record: Compiled, planner: Planner) -> InnerCompilers:
-    from remat.inductor import fx_copy
-
-    def forward(gm: fx.GraphModule, inputs: Sequence[Any]) -> Callable:
-        # AOTAutograd compiles the forward right after the partition that planned it.
-        record.plan = planner.last_planned
-        if record.keep_fx:
-            record.forward_fx, record.forward_inputs = fx_copy(gm), list(inputs)
-        record.forward = _boxed(inner.forward(gm, inputs))
-        return record.forward
-
-    def backward(gm: fx.GraphModule, inputs: Sequence[Any]) -> Callable:
-        if record.keep_fx:
-            record.backward_fx, record.backward_inputs = fx_copy(gm), list(inputs)
-        record.backward = _boxed(inner.backward(gm, inputs))
-        return record.backward
-
-    return InnerCompilers(
-        forward, backward, inner.inference, inner.decompositions, inner.defers_tangents
-    )
-
-
-def _boxed(compiled: Callable) -> Callable:
-    if getattr(compiled, "_boxed_call", False):
-        return compiled
-    return make_boxed_func(compiled)

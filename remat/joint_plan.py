@@ -16,7 +16,7 @@ from remat.budget import Budget
 from remat.ir import Plan, RematGraph
 from remat.simulate import simulate
 from remat.solvers import keep_all_plan
-from remat.step_graph import StepPlanResult, combine, join, plan_step
+from remat.step_graph import StepGraph, StepPlanResult, combine, join, plan_step
 
 SPEEDUP_WORTH_RECOMPILING = 0.95
 """Later calls switch to the joint plans when these are estimated to recompute at most this
@@ -63,9 +63,12 @@ class JointPlan:
 
 def keep_all_step_peak(graphs: Sequence[RematGraph], carried: int = 0) -> int:
     """Simulated peak of the step's graphs, run as a step, with nothing recomputed."""
-    step = combine(graphs, carried)
-    schedule, boundary = join(step, [keep_all_plan(g) for g in graphs])
-    return simulate(step.graph, schedule, boundary).peak
+    return _keep_all_peak(combine(graphs, carried))
+
+
+def _keep_all_peak(step: StepGraph) -> int:
+    keep_all = join(step, [keep_all_plan(g) for g in step.graphs])
+    return simulate(step.graph, *keep_all).peak
 
 
 def resolve_step_budget(budget: Budget, graphs: Sequence[RematGraph], carried: int = 0) -> int:
@@ -94,13 +97,12 @@ def plan_jointly(
     step = result.step
     schedule, boundary = join(step, ran)
     ran_sim = simulate(step.graph, schedule, boundary)
-    keep_all = join(step, [keep_all_plan(g) for g in graphs])
     return JointPlan(
         result=result,
         ran_peak=ran_sim.peak,
         ran_forward_peak=max(ran_sim.timeline[:boundary], default=0),
         ran_recompute_time=ran_sim.recompute_time,
-        keep_all_peak=simulate(step.graph, *keep_all).peak,
+        keep_all_peak=_keep_all_peak(step),
         budget=budget,
     )
 
