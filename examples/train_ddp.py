@@ -14,6 +14,7 @@ import argparse
 import os
 import time
 
+import ranks  # examples/ranks.py, beside this script
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -53,7 +54,7 @@ def _train(args: argparse.Namespace, rank: int, device: torch.device) -> None:
     plain_model = GPT(config).to(device)
     plain_model.load_state_dict(model.state_dict())
     plain = DDP(plain_model, bucket_cap_mb=args.bucket_mb)
-    plain_peak = _peak(plain, tokens, device)
+    plain_peak = ranks.step_peak(plain, tokens, device)
     budget = parse_budget(args.budget)
     budget_bytes = budget.resolve(plain_peak)  # a fraction is of plain DDP's measured peak
     del plain, plain_model
@@ -70,7 +71,7 @@ def _train(args: argparse.Namespace, rank: int, device: torch.device) -> None:
         if rank == 0 and step % 5 == 0:
             print(f"step {step}: loss {loss.item():.3f}", flush=True)
     elapsed = time.perf_counter() - started
-    peak = _peak(compiled, tokens, device)
+    peak = ranks.step_peak(compiled, tokens, device)
     graphs = len(next(iter(compiled.remat_plans.values())).graphs)
     print(
         f"rank {rank}: plain DDP peak {format_bytes(plain_peak)}, budget "
@@ -81,31 +82,10 @@ def _train(args: argparse.Namespace, rank: int, device: torch.device) -> None:
     )
 
 
-def _peak(model: torch.nn.Module, tokens: tuple[torch.Tensor, ...], device: torch.device) -> int:
-    """Per-rank peak of a steady step: two warm-up calls (DDP rebuilds its buckets on the
-    second one, freeing buffers the CPU profiler never saw made)."""
-
-    def step() -> None:
-        model(*tokens)[1].backward()
-
-    def setup() -> None:
-        model.zero_grad(set_to_none=True)
-
-    return remat.measure_peak(step, device, warmup=2, setup=setup).peak_bytes
-
-
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", default="0.7", help="bytes, '12MiB', or a fraction of plain")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=128)
+    parser = ranks.parser(__doc__.splitlines()[0], default_budget="0.7")
     parser.add_argument("--bucket-mb", type=float, default=1.0)
-    parser.add_argument("--device", default="cpu")
-    arguments = parser.parse_args()
-    if arguments.budget.replace(".", "", 1).isdigit() and "." in arguments.budget:
-        arguments.budget = float(arguments.budget)
-    return arguments
+    return ranks.parse(parser)
 
 
 if __name__ == "__main__":

@@ -19,18 +19,18 @@ import torch
 import torch.fx as fx
 
 from remat.budget import InfeasibleBudgetError, format_bytes
-from remat.capture import Priced, capture_joint, returns_scalar_loss
-from remat.inner import InnerCompilers
+from remat.capture import Priced, capture_joint
+from remat.inner import InnerCompilers, untracked
 from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan, plan_jointly, resolve_step_budget, same_structure
+from remat.outside import OUTSIDE_NOTE, OutsideProfile, placed_outside
 from remat.rewrite import rewrite
 from remat.step_plan import GraphPlan, PlanOptions, StepPlans
-from remat.tangents import accept_missing_gradients, defer_tangents
+from remat.tangents import absent_tangents, accept_missing_gradients, defer_tangents
 from remat.torch_internals import (
     aot_module_simplified,
     detect_fake_mode,
     dynamo_counters,
-    is_tangent,
 )
 from remat.workspace import measure_storage_bytes, measure_workspaces
 
@@ -82,6 +82,14 @@ class Planner:
         then plans the step whole (`plan_jointly`) and runs the call again if need be."""
         self.graphs_planned = 0
         """Graphs planned so far (a call that planned none ran what was compiled before)."""
+        self.outside: dict[tuple, int] = {}
+        self.outside_profiles: dict[tuple, OutsideProfile] = {}
+        """Per input signature: bytes a probe step measured outside the graphs (FSDP2, eager
+        code; remat.fsdp): their peak is reserved, or, planning jointly, each counted where held."""
+        self.lean_plans = False
+        """Plan each graph at its leanest heuristic plan: for the probe step."""
+        self.untracked_graphs = False
+        """Run the graphs with the probe's OutsideTracker paused (remat.measure)."""
         self._fixed: dict[tuple, tuple[tuple[RematGraph, Plan], ...]] = {}
         """Per input signature: the joint plan's graphs and plans, for the step's next compile."""
 
@@ -95,14 +103,16 @@ class Planner:
             self.budget_bytes = step.graphs[0].step_budget_bytes
             return
         graphs = [g.captured.graph for g in step.graphs]
-        self.budget_bytes = resolve_step_budget(self.options.budget, graphs, step.other_grads)
+        self.budget_bytes = resolve_step_budget(
+            self.options.budget, graphs, step.other_grads, self._outside()
+        )
 
     def plan_jointly(self, key: tuple) -> JointPlan | None:
         """Plan the step of `key` whole when it ran as several graphs not yet planned together.
 
-        Returns the joint plan (its `worth_recompiling` says whether the step's next compile
-        should use it, which `backend_for_joint_plan` then does), or None when there is nothing
-        to do. Raises InfeasibleBudgetError with the whole step's floor if no plan fits.
+        Returns the joint plan (`worth_recompiling`: whether the step's next compile should use
+        it, as `backend_for_joint_plan` does), or None when there is nothing to do. Raises
+        InfeasibleBudgetError with the whole step's floor if no plan fits.
         """
         step = self.steps.get(key)
         if step is None or len(step.graphs) < 2 or step.runs_joint_plan:
@@ -114,12 +124,13 @@ class Planner:
         self.current_key = key
         self.freeze_budget()
         assert self.budget_bytes is not None
-        reserve = self._reserve() if self._reserve is not None else 0
         graphs = [g.captured.graph for g in step.graphs]
+        planned = placed_outside(graphs, self.outside_profiles.get(key))
+        reserve = self._reserved() - (self._outside() if planned is not graphs else 0)
         started = time.perf_counter()
         try:
             joint = plan_jointly(
-                graphs,
+                planned,
                 [g.plan for g in step.graphs],
                 self.budget_bytes - reserve,
                 self.options.solver,
@@ -128,6 +139,7 @@ class Planner:
             )
         except InfeasibleBudgetError as error:
             detail = error.detail + (f"; {format_bytes(reserve)} reserved" if reserve else "")
+            detail += OUTSIDE_NOTE if planned is not graphs else ""
             raise InfeasibleBudgetError(self.budget_bytes, error.floor + reserve, detail) from None
         step.joint = joint
         step.joint_for = tuple(g.captured for g in step.graphs)
@@ -143,6 +155,14 @@ class Planner:
         if joint.worth_recompiling:
             self._fixed[key] = tuple(zip(graphs, joint.plans, strict=True))
         return joint
+
+    def _outside(self) -> int:
+        return self.outside.get(self.current_key, 0)
+
+    def _reserved(self) -> int:
+        """Bytes withheld from the step's budget: the caller's reserve and what was measured
+        outside the planned graphs."""
+        return (self._reserve() if self._reserve is not None else 0) + self._outside()
 
     def _solver_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {}
@@ -190,6 +210,8 @@ class Planner:
         """Drop what was planned for input signature `key`: its next call plans afresh."""
         self.steps.pop(key, None)
         self._fixed.pop(key, None)
+        self.outside.pop(key, None)
+        self.outside_profiles.pop(key, None)
 
     def backend_for_joint_plan(self) -> Callable:
         """A backend Dynamo treats as new (it compiles the step afresh with it), planning each
@@ -217,6 +239,10 @@ class Planner:
         made: list[GraphPlan] = []
 
         inner = inner or self._inner
+        forward_compiler, backward_compiler = inner.forward, inner.backward
+        if self.untracked_graphs:
+            forward_compiler = untracked(forward_compiler)
+            backward_compiler = untracked(backward_compiler)
 
         def partition(joint: fx.GraphModule, joint_inputs: Any, *, num_fwd_outputs: int, **_: Any):
             forward, backward, graph_plan = self._partition(
@@ -231,8 +257,8 @@ class Planner:
         compiled = aot_module_simplified(
             gm,
             example_inputs,
-            fw_compiler=inner.forward,
-            bw_compiler=inner.backward,
+            fw_compiler=forward_compiler,
+            bw_compiler=backward_compiler,
             inference_compiler=inner.inference,
             partition_fn=partition,
             decompositions=inner.decompositions,
@@ -254,14 +280,14 @@ class Planner:
     def _partition(
         self, joint: fx.GraphModule, num_fwd_outputs: int, grads_here: int, defer: bool
     ) -> tuple[fx.GraphModule, fx.GraphModule, GraphPlan]:
-        from remat.solvers import find_floor, keep_all_plan, solve
+        from remat.solvers import find_floor, keep_all_plan, lean_plan, solve
 
         started = time.perf_counter()
         step = self.plans_for(self.current_key)
         device = _joint_device(joint)
         absent: frozenset[str] = frozenset()
         if defer:
-            absent = self._absent_tangents(joint, num_fwd_outputs)
+            absent = absent_tangents(joint, num_fwd_outputs, self.options.loss_reserve)
             defer_tangents(joint, absent)
         captured = capture_joint(
             joint,
@@ -286,11 +312,15 @@ class Planner:
         held = carried + other_grads
         step_budget = self.budget_bytes
         if step_budget is None:
-            step_budget = self.options.budget.resolve(keep_all.predicted_peak + held)
-        reserve = self._reserve() if self._reserve is not None else 0
+            step_budget = self.options.budget.resolve(
+                keep_all.predicted_peak + held + self._outside()
+            )
+        reserve = self._reserved()
         allowed = step_budget - held - reserve
         infeasible = None
         plan = self._fixed_plan(captured.graph, self._graph_index(step))
+        if plan is None and self.lean_plans:
+            plan = lean_plan(captured.graph)
         if plan is None:
             try:
                 plan = solve(
@@ -350,22 +380,6 @@ class Planner:
                 "the step's other graphs: removing graph breaks lets remat plan the step whole"
             )
         return InfeasibleBudgetError(step_budget, error.floor + held + reserve, "; ".join(details))
-
-    def _absent_tangents(self, joint: fx.GraphModule, num_fwd_outputs: int) -> frozenset[str]:
-        """Output gradients planned as never coming: with a scalar loss among the outputs and
-        no `loss_reserve` (the caller adds no loss of its own), only the loss is differentiated,
-        so every other output's gradient is the zeros `zeros_if_none` makes where it is read."""
-        if self.options.loss_reserve is not None:
-            return frozenset()
-        if not returns_scalar_loss(joint, num_fwd_outputs):
-            return frozenset()
-        return frozenset(
-            n.name
-            for n in joint.graph.find_nodes(op="placeholder")
-            if is_tangent(n)
-            and isinstance(value := n.meta.get("val"), torch.Tensor)
-            and value.ndim > 0
-        )
 
     def _graph_index(self, step: StepPlans) -> int:
         """Position in the step of the graph being planned."""

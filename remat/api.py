@@ -20,7 +20,8 @@ from torch import nn
 from remat.aot import Planner
 from remat.backend_options import INNER_NAMES
 from remat.budget import InfeasibleBudgetError, format_bytes, parse_budget, parse_reserve
-from remat.engines import check_model, engine_reserve
+from remat.engines import engine_reserve
+from remat.fsdp import ShardedUnits, probe_outside, sharded_units, warn_probe_over_budget
 from remat.inductor_fit import InductorFitting
 from remat.model_state import ModelState
 from remat.report import RematPlanReport
@@ -68,20 +69,26 @@ class RematModule(nn.Module):
         super().__init__()
         self._orig_mod = module
         self._options = options
+        units = sharded_units(module)
+        self._sharded = ShardedUnits(module, tuple(units)) if units else None
+        """Under FSDP2: the sharded blocks, compiled one by one (remat.fsdp)."""
         self._planner = Planner(
             options,
             _PRICES[timing],
-            lambda: _trainable_grad_bytes(module),
+            # Under FSDP2 the gradients of what runs eagerly (sharded, as reduce-scattered)
+            # are among what the probe step measures outside the graphs.
+            None if self._sharded else lambda: _trainable_grad_bytes(module),
             reserve=lambda: engine_reserve(module) + self._fit_reserve(),
         )
         self._inductor = InductorFitting(self._planner) if inner == "inductor" else None
         """With inner="inductor": the backend that compiles each planned graph by Inductor."""
         self._planner.tolerate_infeasible = True
+        self._planner.untracked_graphs = self._sharded is not None
         self._joint: dict[tuple, Callable[..., Any]] = {}
         """Per input signature: the step compiled afresh with its graphs' joint plan."""
         self._settled: set[tuple] = set()
         """Input signatures whose last call planned nothing: their calls just run."""
-        self._compiled: Callable[..., Any] = self._compile(self._fresh_backend())
+        self._compiled: Callable[..., Any] = self._compile()
         # Tools that read the forward's parameters (HF Trainer drops dataset columns the model
         # does not take) see the original's signature.
         step = type(self).forward.__get__(self)
@@ -97,9 +104,12 @@ class RematModule(nn.Module):
     def _fit_reserve(self) -> int:
         return self._inductor.fit_reserve if self._inductor is not None else 0
 
-    def _compile(self, backend: Callable[..., Any]) -> Callable[..., Any]:
-        """The model under Dynamo with `backend`; a backend it has not seen compiles afresh."""
-        return torch.compile(self._orig_mod, backend=backend, dynamic=False)
+    def _compile(self) -> Callable[..., Any]:
+        """The model under Dynamo with a fresh backend (so it compiles afresh); under FSDP2,
+        each sharded block on its own, the rest eager."""
+        if self._sharded is not None:
+            return self._sharded.compile(self._fresh_backend)
+        return torch.compile(self._orig_mod, backend=self._fresh_backend(), dynamic=False)
 
     @property
     def original_module(self) -> nn.Module:
@@ -124,6 +134,9 @@ class RematModule(nn.Module):
         # This call may plan graphs: if the step turns out to be several graphs whose plans,
         # made one by one, break the budget, it runs again under a plan of the whole step.
         state = ModelState.save(self._orig_mod)
+        probe = None
+        if self._sharded is not None and key not in self._planner.outside:
+            probe = self._measure_outside(key, args, kwargs, state)
         planned_before = self._planner.graphs_planned
         while True:
             result = self._run(key, args, kwargs)
@@ -134,7 +147,7 @@ class RematModule(nn.Module):
                 self._abandon(key, state)
                 raise
             if joint is not None and joint.worth_recompiling:
-                self._joint[key] = self._compile(self._fresh_backend())
+                self._joint[key] = self._compile()
             if joint is None or not joint.ran_over_budget:
                 break
             if joint.ran_forward_peak > joint.budget:
@@ -149,11 +162,54 @@ class RematModule(nn.Module):
                 self._abandon(key, state)
                 raise error
             _warn_over_budget(step, self._planner.budget_bytes)
+        budget = self._planner.budget_bytes
+        if probe is not None and budget is not None and probe > budget:
+            warn_probe_over_budget(probe, self._planner.outside.get(key, 0), budget)
         if joint is None and self._planner.graphs_planned == planned_before:
             self._settled.add(key)
             if key not in self._planner.steps and _trainable_grad_bytes(self._orig_mod):
                 _warn_nothing_planned()
         return result
+
+    def _measure_outside(self, key: tuple, args: tuple, kwargs: dict, state: ModelState) -> int:
+        """Under FSDP2: one probe step (forward and backward, then undone), its graphs at their
+        leanest, measures what is allocated outside remat's graphs; the step's graphs are then
+        planned together with that reserved. Returns the probe's predicted peak (simulated
+        graphs plus what was measured)."""
+        try:
+            device = next(self._orig_mod.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        frozen = self._planner.budget_bytes
+        self._planner.lean_plans = True
+        try:
+            profile = probe_outside(self._orig_mod, lambda: self._run(key, args, kwargs), device)
+        except InfeasibleBudgetError:
+            self._abandon(key, state)
+            raise
+        finally:
+            self._planner.lean_plans = False
+        state.restore()
+        outside = profile.peak
+        self._planner.outside[key] = outside
+        self._planner.outside_profiles[key] = profile
+        # A fraction is of the step's keep-all peak with what was just measured on top.
+        self._planner.budget_bytes = frozen
+        step = self._planner.steps[key]
+        probe_peak = step.predicted_peak + outside
+        if len(step.graphs) == 1:  # nothing to plan together: plan it afresh, reserve known
+            self._planner.forget(key)
+            self._planner.outside[key] = outside
+            self._compiled = self._compile()
+            return probe_peak
+        try:
+            joint = self._planner.plan_jointly(key)
+        except InfeasibleBudgetError:
+            self._abandon(key, state)
+            raise
+        if joint is not None and joint.worth_recompiling:
+            self._joint[key] = self._compile()
+        return probe_peak
 
     def _abandon(self, key: tuple, state: ModelState) -> None:
         """Undo a call that cannot run within the budget: the model as before it, and no
@@ -162,7 +218,7 @@ class RematModule(nn.Module):
         self._planner.forget(key)
         self._joint.pop(key, None)
         self._settled.discard(key)
-        self._compiled = self._compile(self._fresh_backend())
+        self._compiled = self._compile()
 
     def _run(self, key: tuple, args: tuple, kwargs: dict) -> Any:
         """One call of the compiled step: the joint plan's compile of it once there is one."""
@@ -242,7 +298,6 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"remat.compile takes an nn.Module, got {type(model).__name__}")
-    check_model(model)
     if solver != "auto" and solver not in solver_names():
         raise ValueError(f"unknown solver {solver!r}; choose auto, {', '.join(solver_names())}")
     if time_limit is not None and not time_limit > 0:

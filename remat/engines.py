@@ -11,10 +11,10 @@ themselves are what remat already counts for every trainable parameter. A commun
 DDP's `mixed_precision` allocates copies remat has not measured: refused.
 
 FSDP2 (`fully_shard`) all-gathers each block's parameters around its forward and backward and
-reduce-scatters its gradients, outside the graphs remat plans; and Dynamo does not trace a
-model's loop over FSDP2 blocks (their hooks are `torch._dynamo.disable`d, a graph break inside
-a loop skips the frame), so the step would run eager with no plan at all. A sharded model is
-refused with what to do instead.
+reduce-scatters its gradients, outside the graphs remat plans: `remat.compile` compiles each
+sharded block on its own and measures what FSDP2 and the eager code around the blocks hold
+(remat.fsdp). The torch.compile backend, which plans each graph as Dynamo hands it over, has no
+such measure: a graph traced from FSDP2 modules is refused there.
 """
 
 from __future__ import annotations
@@ -33,18 +33,10 @@ class UnsupportedModelError(ValueError):
 
 
 _FSDP2_ADVICE = (
-    "remat does not yet count what FSDP2 holds during the step (each block's all-gathered "
-    "parameters and unsharded gradients), so its budget could be exceeded; train the sharded "
-    "model with per-block torch.utils.checkpoint (or HF's gradient checkpointing), or use "
-    "remat on an unsharded model"
+    "the remat torch.compile backend does not count what FSDP2 holds during the step (each "
+    "block's all-gathered parameters, reduce-scatter buffers), so its budget could be "
+    "exceeded; use remat.compile(model, budget=...) on the sharded model, which measures it"
 )
-
-
-def check_model(model: nn.Module) -> None:
-    """Raise UnsupportedModelError if `model` or a submodule is sharded by FSDP2."""
-    sharded = _fsdp2_types(type(m) for m in model.modules())
-    if sharded:
-        raise UnsupportedModelError(f"{sharded[0]} is sharded by fully_shard: {_FSDP2_ADVICE}")
 
 
 _DDP_UNMEASURED = (

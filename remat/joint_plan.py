@@ -71,11 +71,14 @@ def _keep_all_peak(step: StepGraph) -> int:
     return simulate(step.graph, *keep_all).peak
 
 
-def resolve_step_budget(budget: Budget, graphs: Sequence[RematGraph], carried: int = 0) -> int:
-    """The step's budget in bytes: a fraction is of the whole step's keep-all peak."""
+def resolve_step_budget(
+    budget: Budget, graphs: Sequence[RematGraph], carried: int = 0, outside: int = 0
+) -> int:
+    """The step's budget in bytes: a fraction is of the whole step's keep-all peak, with
+    `outside` (bytes held outside the graphs, measured) on top."""
     if budget.bytes is not None:
         return budget.bytes
-    return budget.resolve(keep_all_step_peak(graphs, carried))
+    return budget.resolve(keep_all_step_peak(graphs, carried) + outside)
 
 
 def plan_jointly(

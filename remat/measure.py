@@ -24,11 +24,21 @@ import statistics
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+from remat.outside import OutsideProfile
+from remat.torch_internals import (
+    TorchDispatchMode,
+    current_dispatch_mode,
+    pop_mode_temporarily,
+    tree_leaves,
+)
 
 Step = Callable[[], object]
 
@@ -217,6 +227,84 @@ def _allocations(prof: profile, device: torch.device) -> Iterator[tuple[int, int
         fields = event.typed[1]
         if type(fields).__name__ == "_ExtraFields_Allocation" and fields.device.type == device.type:
             yield event.start_time_ns, fields.alloc_size
+
+
+class OutsideTracker(TorchDispatchMode):
+    """Tracks the storages the ops it sees allocate, and after every op the bytes they hold:
+    the bytes live that were allocated outside remat's graphs, whose runs step off the mode
+    stack (`outside_tracking_paused`). Sizes are read after each op, not at allocation, because
+    FSDP2 frees and refills its all-gather buffers by resizing their storages in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak = 0
+        self._storages: dict[int, weakref.ref] = {}
+        self._stretch_peak = 0
+        self._during: list[int] = []
+        self._before: list[int] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        output = func(*args, **(kwargs or {}))
+        inputs = {id(t.untyped_storage()) for t in _tensors_in((args, kwargs))}
+        for tensor in _tensors_in(output):
+            storage = tensor.untyped_storage()
+            key = id(storage)
+            if key not in inputs and key not in self._storages:  # allocated by this op
+                self._storages[key] = weakref.ref(storage, lambda _, k=key: self._forget(k))
+        live = self.live
+        self.peak = max(self.peak, live)
+        self._stretch_peak = max(self._stretch_peak, live)
+        return output
+
+    def graph_runs(self) -> None:
+        """One of remat's graphs starts running: the eager stretch before it ends here."""
+        live = self.live
+        self._before.append(max(self._stretch_peak, live))
+        self._during.append(live)
+        self._stretch_peak = live
+
+    def profile(self) -> OutsideProfile:
+        """What was held outside, run by run (remat.outside)."""
+        return OutsideProfile(tuple(self._during), (*self._before, self._stretch_peak))
+
+    @property
+    def live(self) -> int:
+        storages = (ref() for ref in self._storages.values())
+        return sum(storage.nbytes() for storage in storages if storage is not None)
+
+    def _forget(self, key: int) -> None:
+        self._storages.pop(key, None)
+
+
+@contextlib.contextmanager
+def outside_tracking_paused() -> Iterator[None]:
+    """Within, an active OutsideTracker is off the mode stack: what runs is remat's own graph."""
+    tracker = current_dispatch_mode()
+    if not isinstance(tracker, OutsideTracker):
+        yield
+        return
+    tracker.graph_runs()
+    with pop_mode_temporarily():
+        yield
+
+
+def measure_outside(step: Step, device: torch.device) -> OutsideProfile:
+    """Run `step()` once and measure the bytes it allocates outside remat's graphs (the
+    model's eager code, a distributed engine's buffers, the loss), graph run by graph run.
+    Memory allocated before the step is not counted, whoever frees it. `device` is
+    synchronized around it."""
+    gc.collect()
+    synchronize(device)
+    tracker = OutsideTracker()
+    with tracker:
+        result = step()
+    synchronize(device)
+    del result
+    return tracker.profile()
+
+
+def _tensors_in(tree: Any) -> Iterator[torch.Tensor]:
+    return (leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor))
 
 
 def time_step(

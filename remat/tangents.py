@@ -19,6 +19,7 @@ from collections.abc import Iterable
 import torch
 import torch.fx as fx
 
+from remat.capture import returns_scalar_loss
 from remat.torch_internals import detect_fake_mode, is_tangent, tree_leaves
 
 _AOT_BACKWARD = "CompiledFunctionBackward"
@@ -112,3 +113,18 @@ def _fresh_like(value: torch.Tensor) -> torch.Tensor:
         return torch.empty_like(value)
     with mode:
         return torch.empty_like(value)
+
+
+def absent_tangents(
+    joint: fx.GraphModule, num_fwd_outputs: int, loss_reserve: int | None
+) -> frozenset[str]:
+    """Output gradients planned as never coming: with a scalar loss among the outputs and
+    no `loss_reserve` (the caller adds no loss of its own), only the loss is differentiated,
+    so every other output's gradient is the zeros `zeros_if_none` makes where it is read."""
+    if loss_reserve is not None or not returns_scalar_loss(joint, num_fwd_outputs):
+        return frozenset()
+    return frozenset(
+        n.name
+        for n in joint.graph.find_nodes(op="placeholder")
+        if is_tangent(n) and isinstance(value := n.meta.get("val"), torch.Tensor) and value.ndim > 0
+    )

@@ -48,6 +48,14 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 # Symbolic shapes: a size hint for a symbolic dimension, when pricing a dynamic-shape graph.
 from torch.fx.experimental.symbolic_shapes import optimization_hint
 
+# Dispatch modes: the probe step that measures what FSDP2 and a model's eager code allocate
+# outside remat's graphs (remat.measure.OutsideTracker) sees every op's outputs through a mode,
+# and steps off the mode stack while remat's compiled graphs run (Dynamo does not run compiled
+# code under a user dispatch mode).
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import _get_current_dispatch_mode as current_dispatch_mode
+from torch.utils._python_dispatch import _pop_mode_temporarily as pop_mode_temporarily
+
 # Pytrees: the leaves of a model's nested inputs and outputs (HF ModelOutput included).
 from torch.utils._pytree import tree_leaves, tree_map
 
@@ -57,6 +65,9 @@ TESTED_TORCH = "2.13.0"
 _warned: list[str] = []
 
 __all__ = [
+    "TorchDispatchMode",
+    "pop_mode_temporarily",
+    "current_dispatch_mode",
     "BackendCompilerFailed",
     "active_ddp_module",
     "boxed_codegen",

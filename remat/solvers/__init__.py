@@ -15,7 +15,7 @@ from remat.ir import Plan, RematGraph
 from remat.solvers import ilp, lazy, none, sqrt  # noqa: F401  (registers the solvers)
 from remat.solvers._common import keep_all_plan
 from remat.solvers.base import get_solver, register, solver_names
-from remat.solvers.floor import Floor, find_floor
+from remat.solvers.floor import Floor, find_floor, lean_plan
 from remat.solvers.lazy import schedule_from_kept
 
 AUTO_TIME_LIMIT = 5.0
@@ -43,6 +43,7 @@ __all__ = [
     "find_floor",
     "get_solver",
     "keep_all_plan",
+    "lean_plan",
     "schedule_from_kept",
     "solve",
     "solver_names",

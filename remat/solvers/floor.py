@@ -33,6 +33,13 @@ class _Search:
     seed: int = 0
 
 
+def lean_plan(graph: RematGraph) -> Plan:
+    """The lowest-peak plan among the budget-free heuristics (per-block checkpointing and its
+    kin), found in moments: no solver runs."""
+    lowest = lowest_peak(budget_free_plans(graph))
+    return make_plan(graph, lowest.schedule, lowest.boundary, solver=lowest.solver)
+
+
 def find_floor(
     graph: RematGraph,
     time_limit: float = 10.0,

@@ -1,0 +1,192 @@
+"""remat vs FSDP2's checkpointing, per rank: `python -m benchmarks.fsdp_peers [--out FILE]`.
+
+Spawns 2 ranks (gloo, CPU). The model: remat's GPT example (6 blocks x 256, vocab 2048, no
+dropout), batch 8 x 256 tokens per rank, `fully_shard` on each block and the root. Per rank,
+measured in one run, one after the other:
+
+- plain FSDP2;
+- per-block checkpointing (torchtitan's "full" activation checkpointing: each block under
+  `torch.utils.checkpoint`, applied before `fully_shard`);
+- selective checkpointing (SAC: each block under `torch.utils.checkpoint` with a policy that
+  saves matmul and attention outputs, torchtitan's op-level save list);
+- `remat.compile` at each checkpointing's peak (the largest over the ranks) as its budget, and
+  at 0.8 of plain FSDP2's; a budget below remat's floor is recorded with the floor it names.
+
+Peak: `remat.measure_peak` (forward + backward, the budget's measure). Time: median of 5 steps
+after 2 warm-up steps. Gradients of each run against plain FSDP2's (relative error, max over
+parameters). Results: a JSON list per rank, and a table on rank 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.distributed.fsdp import fully_shard
+from torch.utils.checkpoint import (
+    CheckpointPolicy,
+    checkpoint,
+    create_selective_checkpoint_contexts,
+)
+
+import remat
+from remat.examples import GPT, GPTConfig
+from remat.measure import measure_peak, time_step
+
+WORLD = 2
+CONFIG = GPTConfig(vocab_size=2048, block_size=256, n_layer=6, n_head=8, n_embd=256, dropout=0.0)
+BATCH = 8
+SAVED_OPS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+}
+
+
+class Checkpointed(nn.Module):
+    """A block whose forward runs under torch.utils.checkpoint (with `context_fn` if given)."""
+
+    def __init__(self, block: nn.Module, context_fn: Callable | None = None) -> None:
+        super().__init__()
+        self.block = block
+        self._context = {"context_fn": context_fn} if context_fn is not None else {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return checkpoint(self.block, x, use_reentrant=False, **self._context)
+
+
+def _save_matmuls(ctx: object, op: object, *args: object, **kwargs: object) -> CheckpointPolicy:
+    if op in SAVED_OPS:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _sac_context() -> object:
+    return create_selective_checkpoint_contexts(_save_matmuls)
+
+
+def _model(wrap: str = "none") -> GPT:
+    torch.manual_seed(0)  # the same initial weights on every rank and in every run
+    model = GPT(CONFIG)
+    if wrap == "block":
+        model.blocks = nn.ModuleList(Checkpointed(b) for b in model.blocks)
+    elif wrap == "sac":
+        model.blocks = nn.ModuleList(Checkpointed(b, _sac_context) for b in model.blocks)
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def _run(model: nn.Module, tokens: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    def step() -> None:
+        model(*tokens)[1].backward()
+
+    def setup() -> None:
+        model.zero_grad(set_to_none=True)
+
+    peak = measure_peak(step, "cpu", warmup=2, setup=setup).peak_bytes
+    timing = time_step(step, "cpu", warmup=2, repeats=5, setup=setup)
+    setup()
+    step()
+    grads = [p.grad.full_tensor() for p in model.parameters()]
+    return {"peak": peak, "time_s": timing.median_s, "grads": grads}
+
+
+def _agreed_max(value: int) -> int:
+    """The largest of the ranks' values: one budget for every rank."""
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def _grad_error(reference: list[torch.Tensor], grads: list[torch.Tensor]) -> float:
+    return max(((a - b).norm() / a.norm()).item() for a, b in zip(reference, grads, strict=True))
+
+
+def _worker(rank: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+    try:
+        data = torch.randint(
+            0, CONFIG.vocab_size, (BATCH, CONFIG.block_size + 1),
+            generator=torch.Generator().manual_seed(rank),
+        )  # fmt: skip
+        tokens = (data[:, :-1].contiguous(), data[:, 1:].contiguous())
+        runs = {name: _run(_model(wrap), tokens) for name, wrap in _PEERS.items()}
+        budgets = {
+            f"remat at {peer}'s peak": _agreed_max(runs[peer]["peak"])
+            for peer in ("checkpoint per block", "selective checkpoint (SAC)")
+        }
+        budgets["remat at 0.8 of plain FSDP2's peak"] = int(
+            0.8 * _agreed_max(runs["plain FSDP2"]["peak"])
+        )
+        refused = {}
+        for name, budget in budgets.items():
+            compiled = remat.compile(_model(), budget=budget)
+            try:
+                result = _run(compiled, tokens)
+            except remat.InfeasibleBudgetError as error:
+                refused[name] = {"rank": rank, "run": name, "budget": budget, "floor": error.floor}
+                continue
+            result["budget"] = budget
+            result["reserved"] = next(iter(compiled._planner.outside.values()))
+            runs[name] = result
+        reference = runs["plain FSDP2"]["grads"]
+        rows = []
+        for name, result in runs.items():
+            row = {k: v for k, v in result.items() if k != "grads"}
+            row["grad_error"] = _grad_error(reference, result["grads"])
+            rows.append({"rank": rank, "run": name, **row})
+        rows.extend(refused.values())
+        Path(out, f"rank{rank}.json").write_text(json.dumps(rows))
+    finally:
+        dist.destroy_process_group()
+
+
+_PEERS = {
+    "plain FSDP2": "none",
+    "checkpoint per block": "block",
+    "selective checkpoint (SAC)": "sac",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_worker, args=(str(Path(tmp, "store")), tmp), nprocs=WORLD)
+        rows = [
+            row for r in range(WORLD) for row in json.loads(Path(tmp, f"rank{r}.json").read_text())
+        ]
+    mib = 2**20
+    plain = {row["rank"]: row for row in rows if row["run"] == "plain FSDP2"}
+    print(f"{'run':<44} {'rank':>4} {'peak MiB':>9} {'budget':>8} {'time':>7} {'grad err':>9}")
+    for row in rows:
+        budget = f"{row['budget'] / mib:8.2f}" if "budget" in row else " " * 8
+        if "floor" in row:
+            print(f"{row['run']:<44} {row['rank']:>4} refused: floor {row['floor'] / mib:.2f} MiB")
+            continue
+        ratio = row["time_s"] / plain[row["rank"]]["time_s"]
+        print(
+            f"{row['run']:<44} {row['rank']:>4} {row['peak'] / mib:9.2f} {budget} "
+            f"{ratio:6.2f}x {row['grad_error']:9.1e}"
+        )
+    if args.out:
+        meta = {"device": "cpu", "world": WORLD, "torch": torch.__version__, "batch": BATCH}
+        meta["model"] = {k: v for k, v in CONFIG.__dict__.items()}
+        args.out.write_text(json.dumps({"setup": meta, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
