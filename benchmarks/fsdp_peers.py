@@ -12,16 +12,21 @@ measured in one run, one after the other:
 - `remat.compile` at each checkpointing's peak (the largest over the ranks) as its budget, and
   at 0.8 of plain FSDP2's; a budget below remat's floor is recorded with the floor it names.
 
-Peak: `remat.measure_peak` (forward + backward, the budget's measure). Time: median of 5 steps
-after 2 warm-up steps. Gradients of each run against plain FSDP2's (relative error, max over
-parameters). Results: a JSON list per rank, and a table on rank 0.
+The training step is nanoGPT's (`logits, loss = model(x, y); loss.backward()`: the logits
+stay alive through the backward, as remat assumes of a caller). Peak: `remat.measure_peak`
+(forward + backward, the budget's measure). Time: median of 7 steps of each, timed
+round-robin (one step of each per round, ranks in step), so drift falls on all alike.
+Gradients of each run against plain FSDP2's (relative error, max over parameters). Results: a
+JSON list per rank, and a table on rank 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +43,7 @@ from torch.utils.checkpoint import (
 
 import remat
 from remat.examples import GPT, GPTConfig
-from remat.measure import measure_peak, time_step
+from remat.measure import measure_peak
 
 WORLD = 2
 CONFIG = GPTConfig(vocab_size=2048, block_size=256, n_layer=6, n_head=8, n_embd=256, dropout=0.0)
@@ -88,19 +93,35 @@ def _model(wrap: str = "none") -> GPT:
     return model
 
 
-def _run(model: nn.Module, tokens: tuple[torch.Tensor, torch.Tensor]) -> dict:
+def _step(model: nn.Module, tokens: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], None]:
     def step() -> None:
-        model(*tokens)[1].backward()
-
-    def setup() -> None:
         model.zero_grad(set_to_none=True)
+        logits, loss = model(*tokens)  # nanoGPT's loop: the logits stay alive through backward
+        loss.backward()
 
-    peak = measure_peak(step, "cpu", warmup=2, setup=setup).peak_bytes
-    timing = time_step(step, "cpu", warmup=2, repeats=5, setup=setup)
-    setup()
+    return step
+
+
+def _peak_and_grads(model: nn.Module, tokens: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    step = _step(model, tokens)
+    # zero_grad inside the step frees last step's gradients: setup frees them before it
+    peak = measure_peak(step, "cpu", warmup=2, setup=lambda: model.zero_grad(set_to_none=True))
     step()
     grads = [p.grad.full_tensor() for p in model.parameters()]
-    return {"peak": peak, "time_s": timing.median_s, "grads": grads}
+    return {"peak": peak.peak_bytes, "grads": grads}
+
+
+def _interleaved_times(steps: dict[str, Callable[[], None]], rounds: int = 7) -> dict[str, float]:
+    """Median seconds per step of each, timed round-robin (one step of each per round), so
+    the machine's drift over the run falls on all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            dist.barrier()
+            started = time.perf_counter()
+            step()
+            samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def _agreed_max(value: int) -> int:
@@ -122,7 +143,8 @@ def _worker(rank: int, store: str, out: str) -> None:
             generator=torch.Generator().manual_seed(rank),
         )  # fmt: skip
         tokens = (data[:, :-1].contiguous(), data[:, 1:].contiguous())
-        runs = {name: _run(_model(wrap), tokens) for name, wrap in _PEERS.items()}
+        models = {name: _model(wrap) for name, wrap in _PEERS.items()}
+        runs = {name: _peak_and_grads(model, tokens) for name, model in models.items()}
         budgets = {
             f"remat at {peer}'s peak": _agreed_max(runs[peer]["peak"])
             for peer in ("checkpoint per block", "selective checkpoint (SAC)")
@@ -134,13 +156,17 @@ def _worker(rank: int, store: str, out: str) -> None:
         for name, budget in budgets.items():
             compiled = remat.compile(_model(), budget=budget)
             try:
-                result = _run(compiled, tokens)
+                result = _peak_and_grads(compiled, tokens)
             except remat.InfeasibleBudgetError as error:
                 refused[name] = {"rank": rank, "run": name, "budget": budget, "floor": error.floor}
                 continue
+            models[name] = compiled
             result["budget"] = budget
-            result["reserved"] = next(iter(compiled._planner.outside.values()))
+            result["outside"] = next(iter(compiled.remat_plans.values())).outside_bytes
             runs[name] = result
+        times = _interleaved_times({name: _step(m, tokens) for name, m in models.items()})
+        for name, seconds in times.items():
+            runs[name]["time_s"] = seconds
         reference = runs["plain FSDP2"]["grads"]
         rows = []
         for name, result in runs.items():

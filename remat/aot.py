@@ -141,7 +141,7 @@ class Planner:
             detail = error.detail + (f"; {format_bytes(reserve)} reserved" if reserve else "")
             detail += OUTSIDE_NOTE if planned is not graphs else ""
             raise InfeasibleBudgetError(self.budget_bytes, error.floor + reserve, detail) from None
-        step.joint = joint
+        step.joint, step.outside_bytes = joint, self._outside()
         step.joint_for = tuple(g.captured for g in step.graphs)
         step.budget_bytes = self.budget_bytes
         step.replans += 1

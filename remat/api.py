@@ -183,7 +183,12 @@ class RematModule(nn.Module):
         frozen = self._planner.budget_bytes
         self._planner.lean_plans = True
         try:
-            profile = probe_outside(self._orig_mod, lambda: self._run(key, args, kwargs), device)
+            profile = probe_outside(
+                self._orig_mod,
+                lambda: self._run(key, args, kwargs),
+                device,
+                self._options.loss_reserve,
+            )
         except InfeasibleBudgetError:
             self._abandon(key, state)
             raise
@@ -207,9 +212,14 @@ class RematModule(nn.Module):
         except InfeasibleBudgetError:
             self._abandon(key, state)
             raise
-        if joint is not None and joint.worth_recompiling:
+        if joint is None:
+            return probe_peak
+        if joint.worth_recompiling:
             self._joint[key] = self._compile()
-        return probe_peak
+        # The probe's plans joined as they ran, with what was measured placed where it was
+        # held (and whatever stayed reserved on top): tighter than the sum of the two peaks.
+        assert self._planner.budget_bytes is not None
+        return joint.ran_peak + self._planner.budget_bytes - joint.budget
 
     def _abandon(self, key: tuple, state: ModelState) -> None:
         """Undo a call that cannot run within the budget: the model as before it, and no

@@ -22,13 +22,14 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from remat.budget import format_bytes
+from remat.capture import LOSS_TEMPORARIES
 from remat.measure import measure_outside, outside_tracking_paused
 from remat.outside import OutsideProfile
 from remat.torch_internals import dynamo_config, tree_leaves
@@ -129,40 +130,53 @@ class _installed:
 
 
 def probe_outside(
-    model: nn.Module, run_forward: Callable[[], Any], device: torch.device
+    model: nn.Module,
+    run_forward: Callable[[], Any],
+    device: torch.device,
+    loss_reserve: int | None = None,
 ) -> OutsideProfile:
     """Run one forward (`run_forward`) and the backward of its loss, measuring what is
     allocated outside remat's graphs; the parameters' gradients are put back afterwards (the
-    caller restores buffers and random state)."""
+    caller restores buffers and random state). A model that returns no loss is differentiated
+    directly; the loss its caller computes is then `loss_reserve` bytes, by default
+    LOSS_TEMPORARIES output-sized temporaries (as for one graph, remat.capture)."""
     grads = [(p, p.grad) for p in model.parameters()]
+    outputs: list[int] = []
     try:
-        return measure_outside(lambda: backward_of(run_forward()), device)
+        profile = measure_outside(lambda: outputs.append(backward_of(run_forward())), device)
     finally:
         for parameter, grad in grads:
             parameter.grad = grad
+    if loss_reserve is not None:
+        return replace(profile, caller_loss=loss_reserve)
+    return replace(profile, caller_loss=LOSS_TEMPORARIES * sum(outputs))
 
 
-def backward_of(output: Any) -> None:
+def backward_of(output: Any) -> int:
     """The backward a training loop runs on `output`: of its loss when it holds one (a scalar
-    tensor, a `loss` entry, a tuple led by a scalar), else of every differentiable output
-    with gradients of ones (expanded: they allocate nothing)."""
+    tensor, a `loss` entry, a scalar in a tuple), else of every differentiable output
+    with gradients of ones (expanded: they allocate nothing). Returns the bytes of the
+    outputs differentiated directly (0 after a loss)."""
     loss = _loss_in(output)
     if loss is not None:
         loss.backward()
-        return
+        return 0
     outputs = [t for t in _tensors(output) if t.requires_grad]
     if not outputs:
-        return
+        return 0
     ones = [torch.ones((), dtype=t.dtype, device=t.device).expand_as(t) for t in outputs]
     torch.autograd.backward(outputs, ones)
+    return sum(t.numel() * t.element_size() for t in outputs)
 
 
 def _loss_in(output: Any) -> torch.Tensor | None:
+    """The output itself, its `loss` entry, or the first of its tuple's elements (HF returns
+    `(loss, logits)`, nanoGPT-style models `(logits, loss)`), if it is a differentiable scalar."""
     candidates: list[Any] = [output]
     if isinstance(output, Mapping):
         candidates.append(output.get("loss"))
-    elif isinstance(output, tuple) and output:
-        candidates.append(output[0])
+    elif isinstance(output, tuple):
+        candidates.extend(output)
     for candidate in candidates:
         if (
             isinstance(candidate, torch.Tensor)
@@ -180,9 +194,9 @@ def _tensors(output: Any) -> Iterator[torch.Tensor]:
 def warn_probe_over_budget(peak: int, outside: int, budget: int) -> None:
     warnings.warn(
         f"remat: the probe step that measures what FSDP2 and the model's eager code hold may "
-        f"have reached {format_bytes(peak)} (its plans' simulated peak plus what it measured), "
-        f"above the budget {format_bytes(budget)}: it ran with plans made before that was known. "
-        f"Later calls reserve {format_bytes(outside)} for it and run within the budget.",
+        f"have reached {format_bytes(peak)} (simulated, with what it measured), above the "
+        f"budget {format_bytes(budget)}: it ran with plans made before that was known (at most "
+        f"{format_bytes(outside)} at once). Later calls count it and run within the budget.",
         RuntimeWarning,
         stacklevel=4,
     )

@@ -43,6 +43,8 @@ class RematPlanReport:
     predicted_peak: int
     graphs: tuple[GraphSummary, ...]
     graph_breaks: tuple[str, ...] = ()
+    outside_bytes: int = 0
+    """Measured outside the graphs (FSDP2, eager code), included in `predicted_peak`."""
 
     @classmethod
     def from_step(cls, step: StepPlans, options: PlanOptions) -> RematPlanReport:
@@ -64,6 +66,7 @@ class RematPlanReport:
             predicted_peak=step.predicted_peak,
             graphs=summaries,
             graph_breaks=step.graph_breaks,
+            outside_bytes=step.outside_bytes,
         )
 
     @property
@@ -83,6 +86,11 @@ class RematPlanReport:
             f"{self.budget_fraction:.1%} of the keep-all peak {format_bytes(self.keep_all_peak)})",
             f"  predicted peak {format_bytes(self.predicted_peak)} ({self.predicted_peak} bytes)",
         ]
+        if self.outside_bytes:
+            lines.append(
+                f"  of which held outside the graphs at most {format_bytes(self.outside_bytes)} "
+                "(FSDP2's buffers, eager code: measured by a probe step)"
+            )
         for reason in self.graph_breaks:
             lines.append(f"  graph break: {reason}")
         for g in self.graphs:

@@ -312,6 +312,7 @@ def plan_step(
     if isinstance(budget, bool) or not isinstance(budget, int):
         raise TypeError(f"budget must be an int number of bytes, got {budget!r}")
     step = combine(graphs, carried)
+    structured = _checkpoint_each_graph(step)
     tried: list[int] = []
     target = budget
     while len(tried) <= MAX_RETRIES and target > 0:
@@ -321,12 +322,15 @@ def plan_step(
         except InfeasibleBudgetError:
             break
         if candidate.simulation.peak <= budget:
-            floor = _floor(step, floor_time_limit).simulation.peak if with_floor else None
+            floor = _floor(step, floor_time_limit, structured) if with_floor else None
+            if _cheaper_within(structured, candidate, budget):
+                candidate = structured
             return _result(step, candidate, budget, floor, tried)
         target -= max(1, candidate.simulation.peak - budget)
-    lowest = _floor(step, floor_time_limit)
+    lowest = _lowest(step, floor_time_limit, structured)
     if lowest.simulation.peak <= budget:
-        return _result(step, lowest, budget, lowest.simulation.peak, tried)
+        chosen = structured if _cheaper_within(structured, lowest, budget) else lowest
+        return _result(step, chosen, budget, lowest.simulation.peak, tried)
     raise InfeasibleBudgetError(
         budget,
         lowest.simulation.peak,
@@ -334,14 +338,40 @@ def plan_step(
     )
 
 
+def _checkpoint_each_graph(step: StepGraph) -> _Candidate:
+    """What per-block checkpointing runs, as a step plan: each graph keeps its inputs and the
+    values it cannot recompute, and runs its forward again at the start of its backward."""
+    plans = []
+    for graph in step.graphs:
+        forward = tuple(range(graph.boundary))
+        again = tuple(i for i in forward if graph.ops[i].recomputable)
+        backward = tuple(range(graph.boundary, len(graph.ops)))
+        schedule = (*forward, *again, *backward) if backward else forward
+        plans.append(make_plan(graph, schedule, graph.boundary, solver="checkpoint each graph"))
+    combined = make_plan(step.graph, *_join(step, [(p.schedule, p.boundary) for p in plans]),
+                         solver="checkpoint each graph")  # fmt: skip
+    return _Candidate(combined, tuple(plans), combined.simulation)
+
+
+def _cheaper_within(a: _Candidate, b: _Candidate, budget: int) -> bool:
+    """Whether `a` fits `budget` and recomputes less than `b`."""
+    return a.simulation.peak <= budget and a.simulation.recompute_time < b.simulation.recompute_time
+
+
 def _candidate(step: StepGraph, combined: Plan) -> _Candidate:
     plans = split(step, combined)
     return _Candidate(combined, plans, simulate(step.graph, *join(step, plans)))
 
 
-def _floor(step: StepGraph, time_limit: float) -> _Candidate:
-    """The floor plan of the combined graph, as the per-graph plans run it."""
-    return _candidate(step, find_floor(step.graph, time_limit).plan)
+def _lowest(step: StepGraph, time_limit: float, structured: _Candidate) -> _Candidate:
+    """The floor plan of the combined graph, as the per-graph plans run it (per-graph
+    checkpointing among the candidates)."""
+    found = _candidate(step, find_floor(step.graph, time_limit, extra=(structured.combined,)).plan)
+    return min((found, structured), key=lambda c: c.simulation.peak)
+
+
+def _floor(step: StepGraph, time_limit: float, structured: _Candidate) -> int:
+    return _lowest(step, time_limit, structured).simulation.peak
 
 
 def _result(

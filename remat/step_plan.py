@@ -82,6 +82,9 @@ class StepPlans:
 
     other_grads: int = 0
     """Bytes of trainable parameters' gradients no graph of the step produces (eager's)."""
+    outside_bytes: int = 0
+    """Most bytes a probe step measured outside the graphs at once (FSDP2's buffers, the eager
+    code around the blocks; remat.fsdp), counted in `predicted_peak` where they are held."""
 
     @property
     def carried_bytes(self) -> int:

@@ -21,16 +21,26 @@ PROFILE = OutsideProfile(during=(10, 20, 30, 40), before=(1, 2, 50, 3, 4))
 def test_each_graph_carries_what_is_held_outside_while_it_runs() -> None:
     a, b = PROFILE.applied(two_graphs())
     # b's backward: 30 outside while it runs, plus its own gradient (100), no longer held to
-    # the step's end; a's backward: the stretch before it (3) holds b's gradient until FSDP2
-    # has reduce-scattered it (+100), then a's own gradient (+100).
+    # the step's end (its output gradient comes from outside: among the 30); a's backward: the
+    # stretch before it (3) holds b's gradient until FSDP2 has reduce-scattered it (+100), then
+    # a's own gradient (+100) and its output gradient, which b's backward made (+100).
     assert {op.transient_bytes for op in b.ops[b.boundary :]} == {130}
-    assert {op.transient_bytes for op in a.ops[a.boundary :]} == {203}
+    assert {op.transient_bytes for op in a.ops[a.boundary :]} == {303}
     # A forward op may be recomputed in the backward: it carries the larger of the two.
     assert {op.transient_bytes for op in b.ops[: b.boundary]} == {130}
-    assert {op.transient_bytes for op in a.ops[: a.boundary]} == {203}
-    # The loss stretch is held at the boundary; the gradients are no longer outputs.
-    assert a.boundary_reserve == b.boundary_reserve == 50
+    assert {op.transient_bytes for op in a.ops[: a.boundary]} == {303}
+    # The loss stretch is held at the boundary, in place of what capture guessed; gradients are
+    # no longer outputs, output gradients no longer held from the boundary.
+    assert (a.boundary_reserve, a.backward_reserve) == (b.boundary_reserve, 0) == (50, 0)
     assert a.outputs == a.forward_outputs == ()
+    assert all(a.tensors[t].bytes == 0 for t in a.late_inputs)
+
+
+def test_a_loss_the_caller_computes_is_held_from_the_boundary_to_the_end() -> None:
+    profile = replace(PROFILE, caller_loss=7)
+    a, _ = profile.applied(two_graphs())
+    assert (a.boundary_reserve, a.backward_reserve) == (57, 7)
+    assert profile.peak == PROFILE.peak + 7
 
 
 def test_a_profile_that_does_not_match_the_step_is_not_placed() -> None:

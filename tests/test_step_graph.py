@@ -213,3 +213,25 @@ def test_bad_arguments_say_what_is_wrong() -> None:
     step = combine(two_chains(2))
     with pytest.raises(ValueError, match="1 plans for a step of 2 graphs"):
         join(step, [keep_all_plan(step.graphs[0])])
+
+
+def test_per_graph_checkpointing_is_a_candidate_of_every_step_plan(monkeypatch) -> None:
+    """What per-block checkpointing runs (each graph keeps its inputs and recomputes its
+    forward at the start of its backward) is taken when the solver's plan costs more, and
+    the step's floor is never above it."""
+    graphs = [named(chain(4), "a"), named(chain(4), "b")]
+    structured = step_graph._checkpoint_each_graph(combine(graphs))
+    budget = structured.simulation.peak
+
+    def wasteful(graph: RematGraph, budget: int, solver: str = "auto", **config):
+        # The structured plan with one more recomputation: b's first op runs twice in a row.
+        plan = structured.combined
+        at = plan.boundary
+        schedule = (*plan.schedule[: at + 1], *plan.schedule[at:])
+        return make_plan(graph, schedule, plan.boundary, solver="wasteful")
+
+    monkeypatch.setattr(step_graph, "solve", wasteful)
+    result = plan_step(graphs, budget)
+    assert result.combined.solver == "checkpoint each graph"
+    assert result.peak <= budget and result.floor <= structured.simulation.peak
+    assert all(p.schedule.count(p.schedule[0]) == 2 for p in result.plans)
