@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +18,15 @@ from torch import nn
 
 from remat.aot import Planner
 from remat.backend_options import INNER_NAMES
-from remat.budget import InfeasibleBudgetError, format_bytes, parse_budget, parse_reserve
+from remat.budget import InfeasibleBudgetError, parse_budget, parse_reserve
+from remat.call_warnings import (
+    warn_discarded_forward,
+    warn_nothing_planned,
+    warn_over_budget,
+    warn_probe_over_budget,
+)
 from remat.engines import engine_reserve
-from remat.fsdp import ShardedUnits, probe_outside, sharded_units, warn_probe_over_budget
+from remat.fsdp import ShardedUnits, check_units, probe_outside, sharded_units
 from remat.inductor_fit import InductorFitting
 from remat.model_state import ModelState
 from remat.report import RematPlanReport
@@ -70,6 +75,8 @@ class RematModule(nn.Module):
         self._orig_mod = module
         self._options = options
         units = sharded_units(module)
+        if units:
+            check_units(units, inner)
         self._sharded = ShardedUnits(module, tuple(units)) if units else None
         """Under FSDP2: the sharded blocks, compiled one by one (remat.fsdp)."""
         self._planner = Planner(
@@ -151,7 +158,7 @@ class RematModule(nn.Module):
             if joint is None or not joint.ran_over_budget:
                 break
             if joint.ran_forward_peak > joint.budget:
-                _warn_discarded_forward(joint.ran_forward_peak, joint.budget)
+                warn_discarded_forward(joint.ran_forward_peak, joint.budget)
             del result
             state.restore()
         step = self._planner.steps.get(key)
@@ -161,14 +168,14 @@ class RematModule(nn.Module):
                 del result
                 self._abandon(key, state)
                 raise error
-            _warn_over_budget(step, self._planner.budget_bytes)
+            warn_over_budget(step, self._planner.budget_bytes)
         budget = self._planner.budget_bytes
         if probe is not None and budget is not None and probe > budget:
             warn_probe_over_budget(probe, self._planner.outside.get(key, 0), budget)
         if joint is None and self._planner.graphs_planned == planned_before:
             self._settled.add(key)
             if key not in self._planner.steps and _trainable_grad_bytes(self._orig_mod):
-                _warn_nothing_planned()
+                warn_nothing_planned()
         return result
 
     def _measure_outside(self, key: tuple, args: tuple, kwargs: dict, state: ModelState) -> int:
@@ -348,39 +355,6 @@ def _ran_over_budget(step: StepPlans, budget: int | None) -> bool:
     the step as it ran (its graphs kept changing)."""
     over = any(g.over_budget for g in step.graphs) and not step.runs_joint_plan
     return over and budget is not None and step.predicted_peak > budget
-
-
-def _warn_over_budget(step: StepPlans, budget: int | None) -> None:
-    warnings.warn(
-        f"remat: this call ran graphs planned one by one whose step peak is predicted at "
-        f"{format_bytes(step.predicted_peak)}, above the budget "
-        f"{format_bytes(budget or 0)}; the step's graphs kept changing from call to call, so "
-        "remat stopped planning them whole. Remove the graph breaks or raise the budget.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-
-
-def _warn_nothing_planned() -> None:
-    warnings.warn(
-        "remat: Dynamo compiled no graph of this training call (it skipped the model's forward, "
-        "e.g. at a graph break inside a loop, or the forward is excluded from tracing), so the "
-        "call ran eagerly with nothing planned: the budget does not hold. Set "
-        'TORCH_LOGS="graph_breaks" to see why, and remove the break.',
-        RuntimeWarning,
-        stacklevel=3,
-    )
-
-
-def _warn_discarded_forward(peak: int, budget: int) -> None:
-    warnings.warn(
-        f"remat: the first call's forward, planned graph by graph before the step's graphs were "
-        f"known, may have reached {format_bytes(peak)} (simulated), above the budget "
-        f"{format_bytes(budget)}; it was discarded and the call ran again planned whole. Later "
-        "calls run the whole step's plan. Remove the graph breaks to avoid this.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
 
 
 def _break_reasons() -> Counter:

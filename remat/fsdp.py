@@ -20,7 +20,6 @@ where the probe's runs do not match the step's graphs, its peak is reserved from
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from remat.budget import format_bytes
 from remat.capture import LOSS_TEMPORARIES
+from remat.engines import UnsupportedModelError
 from remat.measure import measure_outside, outside_tracking_paused
 from remat.outside import OutsideProfile
 from remat.torch_internals import dynamo_config, tree_leaves
@@ -62,6 +61,21 @@ def sharded_units(model: nn.Module) -> list[nn.Module]:
     if not units and isinstance(model, fsdp):
         units.append(model)
     return units
+
+
+def check_units(units: Sequence[nn.Module], inner: str) -> None:
+    """Raise UnsupportedModelError for what remat.compile cannot yet run under FSDP2."""
+    if inner != "eager":
+        raise UnsupportedModelError(
+            f'inner="{inner}" is not supported with FSDP2 yet (its builds are fitted graph by '
+            'graph, not with the step planned whole); use the default inner="eager"'
+        )
+    for unit in units:
+        if getattr(unit, "_compiled_call_impl", None) is not None or hasattr(unit, "_orig_mod"):
+            raise UnsupportedModelError(
+                f"{type(unit).__name__} is already compiled (torch.compile or .compile()): "
+                "remat compiles each sharded block itself; pass the blocks uncompiled"
+            )
 
 
 @dataclass(frozen=True)
@@ -189,14 +203,3 @@ def _loss_in(output: Any) -> torch.Tensor | None:
 
 def _tensors(output: Any) -> Iterator[torch.Tensor]:
     return (leaf for leaf in tree_leaves(output) if isinstance(leaf, torch.Tensor))
-
-
-def warn_probe_over_budget(peak: int, outside: int, budget: int) -> None:
-    warnings.warn(
-        f"remat: the probe step that measures what FSDP2 and the model's eager code hold may "
-        f"have reached {format_bytes(peak)} (simulated, with what it measured), above the "
-        f"budget {format_bytes(budget)}: it ran with plans made before that was known (at most "
-        f"{format_bytes(outside)} at once). Later calls count it and run within the budget.",
-        RuntimeWarning,
-        stacklevel=4,
-    )

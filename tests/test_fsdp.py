@@ -111,3 +111,22 @@ def test_a_transformers_model_sharded_per_layer_trains_within_budget(process_gro
     step = next(iter(compiled.remat_plans.values()))
     assert len(step.graphs) == 3 and step.runs_joint_plan
     assert step.outside_bytes > 0 and step.predicted_peak <= budget
+
+
+def _two_sharded_blocks() -> nn.Module:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    for block in model:
+        fsdp.fully_shard(block)
+    return fsdp.fully_shard(model)
+
+
+def test_inductor_under_fsdp2_is_refused_saying_what_runs(process_group):
+    with pytest.raises(remat.UnsupportedModelError, match='inner="eager"'):
+        remat.compile(_two_sharded_blocks(), budget=1.0, inner="inductor")
+
+
+def test_blocks_the_user_compiled_are_refused(process_group):
+    model = _two_sharded_blocks()
+    model[0].compile()
+    with pytest.raises(remat.UnsupportedModelError, match="already compiled"):
+        remat.compile(model, budget=1.0)
