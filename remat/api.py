@@ -181,8 +181,8 @@ class RematModule(nn.Module):
     def _measure_outside(self, key: tuple, args: tuple, kwargs: dict, state: ModelState) -> int:
         """Under FSDP2: one probe step (forward and backward, then undone), its graphs at their
         leanest, measures what is allocated outside remat's graphs; the step's graphs are then
-        planned together with that reserved. Returns the probe's predicted peak (simulated
-        graphs plus what was measured)."""
+        planned together with it counted where it is held. Returns the probe's predicted peak
+        (its plans simulated with what was measured)."""
         try:
             device = next(self._orig_mod.parameters()).device
         except StopIteration:
@@ -207,7 +207,9 @@ class RematModule(nn.Module):
         self._planner.outside_profiles[key] = profile
         # A fraction is of the step's keep-all peak with what was just measured on top.
         self._planner.budget_bytes = frozen
-        step = self._planner.steps[key]
+        step = self._planner.steps.get(key)
+        if step is None or not step.graphs:  # Dynamo compiled no block: the call warns
+            return outside
         probe_peak = step.predicted_peak + outside
         if len(step.graphs) == 1:  # nothing to plan together: plan it afresh, reserve known
             self._planner.forget(key)
