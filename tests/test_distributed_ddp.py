@@ -9,13 +9,9 @@ this model ran at 1.15x the budget.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from spawned import on_ranks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import remat
@@ -23,7 +19,6 @@ from remat.engines import engine_reserve
 from remat.examples import ResidualMLP
 from remat.measure import measure_peak
 
-WORLD = 2
 FRACTION = 0.6
 """Budget as a fraction of plain DDP's measured per-rank peak."""
 
@@ -58,48 +53,38 @@ def _compile(module: torch.nn.Module, budget: int, entry: str) -> torch.nn.Modul
     return torch.compile(module, backend="remat", options={"budget": budget, "inner": "eager"})
 
 
-def _rank_worker(rank: int, store: str, out: str, entry: str = "compile") -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    try:
-        batch = torch.randn(1024, 128, generator=torch.Generator().manual_seed(rank))
-        plain = _ddp(_model())
-        plain_peak = _measure(plain, batch)
-        budget = int(FRACTION * plain_peak)
-        compiled = _compile(_ddp(_model()), budget, entry)
-        if entry == "backend":
-            try:
-                compiled(batch).square().mean().backward()
-            except Exception as error:  # Dynamo wraps what a backend raises in its own error
-                Path(out, f"rank{rank}.json").write_text(json.dumps({"error": str(error)}))
-                return
-        peak = _measure(compiled, batch)
-        errors = [
-            ((a.grad - b.grad).norm() / a.grad.norm()).item()
-            for a, b in zip(plain.parameters(), compiled.parameters())
-        ]
-        result = {"plain_peak": plain_peak, "budget": budget, "peak": peak}
-        result["grad_error"] = max(errors)
-        if entry == "compile":
-            step = next(iter(compiled.remat_plans.values()))
-            result["predicted"] = step.predicted_peak
-            result["graphs"] = len(step.graphs)
-            result["joint"] = step.runs_joint_plan
-            result["reserve"] = engine_reserve(compiled.original_module)
-        Path(out, f"rank{rank}.json").write_text(json.dumps(result))
-    finally:
-        dist.destroy_process_group()
-
-
-def _spawn(tmp: Path, entry: str) -> list[dict]:
-    mp.spawn(_rank_worker, args=(str(tmp / "store"), str(tmp), entry), nprocs=WORLD)
-    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(WORLD)]
+def _measure_rank(rank: int, entry: str = "compile") -> dict:
+    batch = torch.randn(1024, 128, generator=torch.Generator().manual_seed(rank))
+    plain = _ddp(_model())
+    plain_peak = _measure(plain, batch)
+    budget = int(FRACTION * plain_peak)
+    compiled = _compile(_ddp(_model()), budget, entry)
+    if entry == "backend":
+        try:
+            compiled(batch).square().mean().backward()
+        except Exception as error:  # Dynamo wraps what a backend raises in its own error
+            return {"error": str(error)}
+    peak = _measure(compiled, batch)
+    errors = [
+        ((a.grad - b.grad).norm() / a.grad.norm()).item()
+        for a, b in zip(plain.parameters(), compiled.parameters())
+    ]
+    result = {"plain_peak": plain_peak, "budget": budget, "peak": peak}
+    result["grad_error"] = max(errors)
+    if entry == "compile":
+        step = next(iter(compiled.remat_plans.values()))
+        result["predicted"] = step.predicted_peak
+        result["graphs"] = len(step.graphs)
+        result["joint"] = step.runs_joint_plan
+        result["reserve"] = engine_reserve(compiled.original_module)
+    return result
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     """What each rank measured under remat.compile (the ranks run once for the module); printed
     for `pytest -s` (the figures in docs/distributed.md)."""
-    measured = _spawn(tmp_path_factory.mktemp("ddp"), "compile")
+    measured = on_ranks(_measure_rank, tmp_path_factory.mktemp("ddp"), "compile")
     mib = 2**20
     for rank, result in enumerate(measured):
         print(
@@ -137,5 +122,5 @@ def test_plain_ddp_reserves_nothing(ranks):
 def test_the_backend_refuses_ddp_rather_than_exceed_the_budget(tmp_path):
     """The backend plans each of DDPOptimizer's bucket graphs as it comes, as if it were the
     whole step (measured before this refusal: plain DDP's peak, 1.67x the budget, no error)."""
-    for rank in _spawn(tmp_path, "backend"):
+    for rank in on_ranks(_measure_rank, tmp_path, "backend"):
         assert "remat.compile(DDP(model)" in rank["error"], rank

@@ -11,13 +11,9 @@ a budget of 11.63 MiB.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from spawned import on_ranks
 
 import remat
 from remat.examples import GPT, GPTConfig
@@ -25,7 +21,6 @@ from remat.measure import measure_peak
 
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 
-WORLD = 2
 FRACTION = 0.75
 """Budget as a fraction of plain FSDP2's measured per-rank peak."""
 
@@ -54,54 +49,42 @@ def _measure(model: torch.nn.Module, tokens: tuple[torch.Tensor, torch.Tensor]) 
     return measure_peak(step, "cpu", warmup=2, repeats=1, setup=setup).peak_bytes
 
 
-def _rank_worker(rank: int, store: str, out: str, fraction: float) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+def _measure_rank(rank: int, fraction: float) -> dict:
+    data = torch.randint(0, 256, (4, 129), generator=torch.Generator().manual_seed(rank))
+    tokens = (data[:, :-1].contiguous(), data[:, 1:].contiguous())
+    plain = _model()
+    plain_peak = _measure(plain, tokens)
+    budget = int(fraction * plain_peak)
+    compiled = remat.compile(_model(), budget=budget)
     try:
-        data = torch.randint(0, 256, (4, 129), generator=torch.Generator().manual_seed(rank))
-        tokens = (data[:, :-1].contiguous(), data[:, 1:].contiguous())
-        plain = _model()
-        plain_peak = _measure(plain, tokens)
-        budget = int(fraction * plain_peak)
-        compiled = remat.compile(_model(), budget=budget)
-        try:
-            peak = _measure(compiled, tokens)
-        except remat.InfeasibleBudgetError as error:
-            result = {"error": str(error), "floor": error.floor, "budget": budget}
-            Path(out, f"rank{rank}.json").write_text(json.dumps(result))
-            return
-        for model in (plain, compiled):
-            model.zero_grad(set_to_none=True)
-            model(*tokens)[1].backward()
-        errors = [
-            ((a.grad - b.grad).norm() / a.grad.norm()).item()
-            for a, b in zip(plain.parameters(), compiled.parameters(), strict=True)
-        ]
-        step = next(iter(compiled.remat_plans.values()))
-        result = {
-            "plain_peak": plain_peak,
-            "budget": budget,
-            "peak": peak,
-            "grad_error": max(errors),
-            "predicted": step.predicted_peak,
-            "outside": step.outside_bytes,
-            "graphs": len(step.graphs),
-            "joint": step.runs_joint_plan,
-        }
-        Path(out, f"rank{rank}.json").write_text(json.dumps(result))
-    finally:
-        dist.destroy_process_group()
-
-
-def _spawn(tmp: Path, fraction: float) -> list[dict]:
-    mp.spawn(_rank_worker, args=(str(tmp / "store"), str(tmp), fraction), nprocs=WORLD)
-    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(WORLD)]
+        peak = _measure(compiled, tokens)
+    except remat.InfeasibleBudgetError as error:
+        return {"error": str(error), "floor": error.floor, "budget": budget}
+    for model in (plain, compiled):
+        model.zero_grad(set_to_none=True)
+        model(*tokens)[1].backward()
+    errors = [
+        ((a.grad - b.grad).norm() / a.grad.norm()).item()
+        for a, b in zip(plain.parameters(), compiled.parameters(), strict=True)
+    ]
+    step = next(iter(compiled.remat_plans.values()))
+    return {
+        "plain_peak": plain_peak,
+        "budget": budget,
+        "peak": peak,
+        "grad_error": max(errors),
+        "predicted": step.predicted_peak,
+        "outside": step.outside_bytes,
+        "graphs": len(step.graphs),
+        "joint": step.runs_joint_plan,
+    }
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     """What each rank measured (the ranks run once for the module); printed for `pytest -s`
     (the figures in docs/distributed.md)."""
-    measured = _spawn(tmp_path_factory.mktemp("fsdp"), FRACTION)
+    measured = on_ranks(_measure_rank, tmp_path_factory.mktemp("fsdp"), FRACTION)
     mib = 2**20
     for rank, r in enumerate(measured):
         print(
@@ -147,6 +130,6 @@ def test_gradients_equal_plain_fsdp_on_every_rank(ranks):
 
 @pytest.mark.slow
 def test_a_budget_below_the_floor_is_refused_naming_it(tmp_path):
-    for rank in _spawn(tmp_path, 0.3):
+    for rank in on_ranks(_measure_rank, tmp_path, 0.3):
         assert "measured outside the graphs" in rank["error"], rank
         assert rank["floor"] > rank["budget"]

@@ -17,14 +17,6 @@ from remat.engines import engine_reserve
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 
 
-@pytest.fixture
-def process_group(tmp_path):
-    store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-
-
 def _block() -> nn.Module:
     return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh())
 

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 
 import remat
 from remat.fsdp import backward_of, sharded_units
 
 fsdp = pytest.importorskip("torch.distributed.fsdp")
-
-
-@pytest.fixture
-def process_group(tmp_path):
-    store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_the_outermost_sharded_modules_below_the_root_are_the_units(process_group):
