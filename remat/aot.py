@@ -20,7 +20,7 @@ import torch.fx as fx
 
 from remat.budget import InfeasibleBudgetError, format_bytes
 from remat.capture import Priced, capture_joint
-from remat.inner import InnerCompilers, untracked
+from remat.inner import InnerCompilers, untracked_compiler
 from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan, plan_jointly, resolve_step_budget, same_structure
 from remat.outside import OUTSIDE_NOTE, OutsideProfile, placed_outside
@@ -69,11 +69,11 @@ class Planner:
         self.steps: dict[tuple, StepPlans] = {}
         self.current_key: tuple = ()
         self._ran: list[GraphPlan] | None = None
+        """Graphs whose forward ran in the current call, when the caller tracks calls."""
         self.last_planned: GraphPlan | None = None
         """The graph the latest partition planned (its forward is compiled next)."""
         self._ran_fake: set[int] = set()
         """Ids of the graphs this call ran on fake tensors (DDPOptimizer's compile-time run)."""
-        """Graphs whose forward ran in the current call, when the caller tracks calls."""
         self.budget_bytes: int | None = options.budget.bytes
         """The step's budget in bytes: a fraction is resolved on the first planned step and
         held from then on, so a later, smaller input (an epoch's last batch) fits it too."""
@@ -82,14 +82,14 @@ class Planner:
         then plans the step whole (`plan_jointly`) and runs the call again if need be."""
         self.graphs_planned = 0
         """Graphs planned so far (a call that planned none ran what was compiled before)."""
-        self.outside: dict[tuple, int] = {}
         self.outside_profiles: dict[tuple, OutsideProfile] = {}
         """Per input signature: bytes a probe step measured outside the graphs (FSDP2, eager
         code; remat.fsdp): their peak is reserved, or, planning jointly, each counted where held."""
         self.lean_plans = False
         """Plan each graph at its leanest heuristic plan: for the probe step."""
         self.untracked_graphs = False
-        """Run the graphs with the probe's OutsideTracker paused (remat.measure)."""
+        """Run the graphs' backwards with the probe's OutsideTracker paused (remat.measure);
+        their forwards step aside where remat.fsdp enters each unit, before Dynamo does."""
         self._fixed: dict[tuple, tuple[tuple[RematGraph, Plan], ...]] = {}
         """Per input signature: the joint plan's graphs and plans, for the step's next compile."""
 
@@ -156,12 +156,16 @@ class Planner:
             self._fixed[key] = tuple(zip(graphs, joint.plans, strict=True))
         return joint
 
+    def measured_outside(self, key: tuple) -> int:
+        """Most bytes the probe step for `key` measured outside the graphs at once (0: none)."""
+        profile = self.outside_profiles.get(key)
+        return profile.peak if profile is not None else 0
+
     def _outside(self) -> int:
-        return self.outside.get(self.current_key, 0)
+        return self.measured_outside(self.current_key)
 
     def _reserved(self) -> int:
-        """Bytes withheld from the step's budget: the caller's reserve and what was measured
-        outside the planned graphs."""
+        """Bytes withheld from the budget: the caller's reserve and what a probe measured."""
         return (self._reserve() if self._reserve is not None else 0) + self._outside()
 
     def _solver_config(self) -> dict[str, Any]:
@@ -210,7 +214,6 @@ class Planner:
         """Drop what was planned for input signature `key`: its next call plans afresh."""
         self.steps.pop(key, None)
         self._fixed.pop(key, None)
-        self.outside.pop(key, None)
         self.outside_profiles.pop(key, None)
 
     def backend_for_joint_plan(self) -> Callable:
@@ -239,10 +242,9 @@ class Planner:
         made: list[GraphPlan] = []
 
         inner = inner or self._inner
-        forward_compiler, backward_compiler = inner.forward, inner.backward
+        backward_compiler = inner.backward
         if self.untracked_graphs:
-            forward_compiler = untracked(forward_compiler)
-            backward_compiler = untracked(backward_compiler)
+            backward_compiler = untracked_compiler(backward_compiler)
 
         def partition(joint: fx.GraphModule, joint_inputs: Any, *, num_fwd_outputs: int, **_: Any):
             forward, backward, graph_plan = self._partition(
@@ -257,7 +259,7 @@ class Planner:
         compiled = aot_module_simplified(
             gm,
             example_inputs,
-            fw_compiler=forward_compiler,
+            fw_compiler=inner.forward,
             bw_compiler=backward_compiler,
             inference_compiler=inner.inference,
             partition_fn=partition,

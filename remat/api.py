@@ -142,7 +142,7 @@ class RematModule(nn.Module):
         # made one by one, break the budget, it runs again under a plan of the whole step.
         state = ModelState.save(self._orig_mod)
         probe = None
-        if self._sharded is not None and key not in self._planner.outside:
+        if self._sharded is not None and key not in self._planner.outside_profiles:
             probe = self._measure_outside(key, args, kwargs, state)
         planned_before = self._planner.graphs_planned
         while True:
@@ -171,7 +171,7 @@ class RematModule(nn.Module):
             warn_over_budget(step, self._planner.budget_bytes)
         budget = self._planner.budget_bytes
         if probe is not None and budget is not None and probe > budget:
-            warn_probe_over_budget(probe, self._planner.outside.get(key, 0), budget)
+            warn_probe_over_budget(probe, self._planner.measured_outside(key), budget)
         if joint is None and self._planner.graphs_planned == planned_before:
             self._settled.add(key)
             if key not in self._planner.steps and _trainable_grad_bytes(self._orig_mod):
@@ -203,7 +203,6 @@ class RematModule(nn.Module):
             self._planner.lean_plans = False
         state.restore()
         outside = profile.peak
-        self._planner.outside[key] = outside
         self._planner.outside_profiles[key] = profile
         # A fraction is of the step's keep-all peak with what was just measured on top.
         self._planner.budget_bytes = frozen
@@ -213,7 +212,7 @@ class RematModule(nn.Module):
         probe_peak = step.predicted_peak + outside
         if len(step.graphs) == 1:  # nothing to plan together: plan it afresh, reserve known
             self._planner.forget(key)
-            self._planner.outside[key] = outside
+            self._planner.outside_profiles[key] = profile
             self._compiled = self._compile()
             return probe_peak
         try:

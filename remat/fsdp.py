@@ -29,7 +29,7 @@ from torch import nn
 
 from remat.capture import LOSS_TEMPORARIES
 from remat.engines import UnsupportedModelError
-from remat.measure import measure_outside, outside_tracking_paused
+from remat.measure import measure_outside, untracked
 from remat.outside import OutsideProfile
 from remat.torch_internals import dynamo_config, tree_leaves
 
@@ -89,7 +89,7 @@ class ShardedUnits:
         """A callable running the model with each unit's forward compiled by a backend Dynamo
         has not seen (so each unit compiles afresh, as its own graph)."""
         compiled = tuple(
-            _untracked(torch.compile(unit.forward, backend=fresh_backend(), dynamic=False))
+            untracked(torch.compile(unit.forward, backend=fresh_backend(), dynamic=False))
             for unit in self.units
         )
         return functools.partial(self._call, compiled)
@@ -107,17 +107,6 @@ class ShardedUnits:
             _installed(self.units, compiled),
         ):
             return self.model(*args, **kwargs)
-
-
-def _untracked(forward: Callable[..., Any]) -> Callable[..., Any]:
-    """Dynamo runs no compiled code under a dispatch mode: a probe's tracker steps aside."""
-
-    @functools.wraps(forward)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with outside_tracking_paused():
-            return forward(*args, **kwargs)
-
-    return run
 
 
 _NO_INSTANCE_FORWARD = object()

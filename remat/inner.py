@@ -12,7 +12,7 @@ from typing import Any
 
 import torch.fx as fx
 
-from remat.measure import outside_tracking_paused
+from remat.measure import untracked
 from remat.torch_internals import boxed_codegen
 
 Compiler = Callable[[fx.GraphModule, Sequence[Any]], Callable]
@@ -31,20 +31,12 @@ def run_as_fx(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
     return run
 
 
-def untracked(compiler: Compiler) -> Compiler:
+def untracked_compiler(compiler: Compiler) -> Compiler:
     """`compiler` whose callables run with remat.measure's OutsideTracker paused, so a probe
     step measures only the memory allocated outside remat's graphs."""
 
     def compile_untracked(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-        compiled = compiler(gm, example_inputs)
-        boxed = getattr(compiled, "_boxed_call", False)
-
-        def run(*args: Any) -> Any:
-            with outside_tracking_paused():
-                return compiled(*args)
-
-        run._boxed_call = boxed  # type: ignore[attr-defined]
-        return run
+        return untracked(compiler(gm, example_inputs))
 
     return compile_untracked
 

@@ -237,7 +237,6 @@ class OutsideTracker(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.peak = 0
         self._storages: dict[int, weakref.ref] = {}
         self._stretch_peak = 0
         self._during: list[int] = []
@@ -251,9 +250,7 @@ class OutsideTracker(TorchDispatchMode):
             key = id(storage)
             if key not in inputs and key not in self._storages:  # allocated by this op
                 self._storages[key] = weakref.ref(storage, lambda _, k=key: self._forget(k))
-        live = self.live
-        self.peak = max(self.peak, live)
-        self._stretch_peak = max(self._stretch_peak, live)
+        self._stretch_peak = max(self._stretch_peak, self.live)
         return output
 
     def graph_runs(self) -> None:
@@ -286,6 +283,18 @@ def outside_tracking_paused() -> Iterator[None]:
     tracker.graph_runs()
     with pop_mode_temporarily():
         yield
+
+
+def untracked(run: Callable[..., Any]) -> Callable[..., Any]:
+    """`run` with an active OutsideTracker off the mode stack while it runs (one of remat's
+    graphs: Dynamo runs no compiled code under a dispatch mode); a boxed callable stays boxed."""
+
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        with outside_tracking_paused():
+            return run(*args, **kwargs)
+
+    paused._boxed_call = getattr(run, "_boxed_call", False)  # type: ignore[attr-defined]
+    return paused
 
 
 def measure_outside(step: Step, device: torch.device) -> OutsideProfile:
