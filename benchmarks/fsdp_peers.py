@@ -13,9 +13,11 @@ measured in one run, one after the other:
   at 0.8 of plain FSDP2's; a budget below remat's floor is recorded with the floor it names.
 
 The training step is nanoGPT's (`logits, loss = model(x, y); loss.backward()`: the logits
-stay alive through the backward, as remat assumes of a caller). Peak: `remat.measure_peak`
-(forward + backward, the budget's measure). Time: median of 7 steps of each, timed
-round-robin (one step of each per round, ranks in step), so drift falls on all alike.
+stay alive through the backward, as remat assumes of a caller); `--drop-logits` trains with
+`model(x, y)[1].backward()` instead (HF Trainer and torchtitan free the logits first).
+Peak: `remat.measure_peak` (forward + backward, the budget's measure). Time: median of 7
+steps of each, timed round-robin (one step of each per round, ranks in step), so drift falls
+on all alike.
 Gradients of each run against plain FSDP2's (relative error, max over parameters). Results: a
 JSON list per rank, and a table on rank 0.
 """
@@ -93,17 +95,24 @@ def _model(wrap: str = "none") -> GPT:
     return model
 
 
-def _step(model: nn.Module, tokens: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], None]:
+def _step(
+    model: nn.Module, tokens: tuple[torch.Tensor, torch.Tensor], drop_logits: bool
+) -> Callable[[], None]:
     def step() -> None:
         model.zero_grad(set_to_none=True)
+        if drop_logits:  # HF Trainer's and torchtitan's loops: the logits go before backward
+            model(*tokens)[1].backward()
+            return
         logits, loss = model(*tokens)  # nanoGPT's loop: the logits stay alive through backward
         loss.backward()
 
     return step
 
 
-def _peak_and_grads(model: nn.Module, tokens: tuple[torch.Tensor, torch.Tensor]) -> dict:
-    step = _step(model, tokens)
+def _peak_and_grads(
+    model: nn.Module, tokens: tuple[torch.Tensor, torch.Tensor], drop_logits: bool
+) -> dict:
+    step = _step(model, tokens, drop_logits)
     # zero_grad inside the step frees last step's gradients: setup frees them before it
     peak = measure_peak(step, "cpu", warmup=2, setup=lambda: model.zero_grad(set_to_none=True))
     step()
@@ -135,7 +144,7 @@ def _grad_error(reference: list[torch.Tensor], grads: list[torch.Tensor]) -> flo
     return max(((a - b).norm() / a.norm()).item() for a, b in zip(reference, grads, strict=True))
 
 
-def _worker(rank: int, store: str, out: str) -> None:
+def _worker(rank: int, store: str, out: str, drop_logits: bool) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
         data = torch.randint(
@@ -144,7 +153,7 @@ def _worker(rank: int, store: str, out: str) -> None:
         )  # fmt: skip
         tokens = (data[:, :-1].contiguous(), data[:, 1:].contiguous())
         models = {name: _model(wrap) for name, wrap in _PEERS.items()}
-        runs = {name: _peak_and_grads(model, tokens) for name, model in models.items()}
+        runs = {name: _peak_and_grads(m, tokens, drop_logits) for name, m in models.items()}
         budgets = {
             f"remat at {peer}'s peak": _agreed_max(runs[peer]["peak"])
             for peer in ("checkpoint per block", "selective checkpoint (SAC)")
@@ -156,7 +165,7 @@ def _worker(rank: int, store: str, out: str) -> None:
         for name, budget in budgets.items():
             compiled = remat.compile(_model(), budget=budget)
             try:
-                result = _peak_and_grads(compiled, tokens)
+                result = _peak_and_grads(compiled, tokens, drop_logits)
             except remat.InfeasibleBudgetError as error:
                 refused[name] = {"rank": rank, "run": name, "budget": budget, "floor": error.floor}
                 continue
@@ -164,7 +173,8 @@ def _worker(rank: int, store: str, out: str) -> None:
             result["budget"] = budget
             result["outside"] = next(iter(compiled.remat_plans.values())).outside_bytes
             runs[name] = result
-        times = _interleaved_times({name: _step(m, tokens) for name, m in models.items()})
+        steps = {name: _step(m, tokens, drop_logits) for name, m in models.items()}
+        times = _interleaved_times(steps)
         for name, seconds in times.items():
             runs[name]["time_s"] = seconds
         reference = runs["plain FSDP2"]["grads"]
@@ -189,9 +199,15 @@ _PEERS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--drop-logits",
+        action="store_true",
+        help="train with `model(x, y)[1].backward()` (the logits freed before the backward)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(str(Path(tmp, "store")), tmp), nprocs=WORLD)
+        spawn_args = (str(Path(tmp, "store")), tmp, args.drop_logits)
+        mp.spawn(_worker, args=spawn_args, nprocs=WORLD)
         rows = [
             row for r in range(WORLD) for row in json.loads(Path(tmp, f"rank{r}.json").read_text())
         ]
@@ -210,6 +226,7 @@ def main() -> None:
         )
     if args.out:
         meta = {"device": "cpu", "world": WORLD, "torch": torch.__version__, "batch": BATCH}
+        meta["loop"] = "drop logits" if args.drop_logits else "nanoGPT (logits held)"
         meta["model"] = {k: v for k, v in CONFIG.__dict__.items()}
         args.out.write_text(json.dumps({"setup": meta, "rows": rows}, indent=1) + "\n")
 
