@@ -5,8 +5,8 @@ on its own (one graph each, planned together), the root's code and FSDP2's hooks
 and what they allocate is measured by a probe step and counted where it is held. The measured
 per-rank peak is the check that would catch a silent over-budget run: before FSDP2 was
 refused, this pattern ran at 113-114 MiB per rank against a budget of 68.5 MiB with no error
-(issue 13), and planning the blocks without counting what is held outside them runs this model
-over its budget.
+(issue 13); planning the blocks without counting what is held outside them would leave the
+step's peak unbounded.
 """
 
 from __future__ import annotations
