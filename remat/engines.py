@@ -88,9 +88,17 @@ def check_backend_graph(gm: fx.GraphModule) -> None:
         )
 
 
-def _fsdp2_types(classes: Iterable[type]) -> list[str]:
+def fsdp_module_type() -> type | None:
+    """FSDP2's module class, which `fully_shard` mixes into what it shards; None without it."""
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # torch built without distributed support
+        return None
+    return FSDPModule
+
+
+def _fsdp2_types(classes: Iterable[type]) -> list[str]:
+    fsdp = fsdp_module_type()
+    if fsdp is None:
         return []
-    return sorted({c.__name__ for c in classes if issubclass(c, FSDPModule)})
+    return sorted({c.__name__ for c in classes if issubclass(c, fsdp)})

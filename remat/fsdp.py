@@ -28,18 +28,10 @@ import torch
 from torch import nn
 
 from remat.capture import LOSS_TEMPORARIES
-from remat.engines import UnsupportedModelError
+from remat.engines import UnsupportedModelError, fsdp_module_type
 from remat.measure import measure_outside, untracked
 from remat.outside import OutsideProfile
 from remat.torch_internals import dynamo_config, tree_leaves
-
-
-def fsdp_module_type() -> type | None:
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch built without distributed support
-        return None
-    return FSDPModule
 
 
 def sharded_units(model: nn.Module) -> list[nn.Module]:
