@@ -20,6 +20,7 @@ import torch.fx as fx
 
 from remat.budget import InfeasibleBudgetError, format_bytes
 from remat.capture import Priced, capture_joint
+from remat.fx_nodes import graph_device
 from remat.inner import InnerCompilers, untracked_compiler
 from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan, plan_jointly, resolve_step_budget, same_structure
@@ -92,6 +93,9 @@ class Planner:
         their forwards step aside where remat.fsdp enters each unit, before Dynamo does."""
         self._fixed: dict[tuple, tuple[tuple[RematGraph, Plan], ...]] = {}
         """Per input signature: the joint plan's graphs and plans, for the step's next compile."""
+        self.pinned: tuple[RematGraph, Plan] | None = None
+        """The plan the next partition uses if its graph is this one (the torch.compile backend
+        compiling a graph again under its step's joint plan)."""
 
     def freeze_budget(self) -> None:
         """Resolve a fractional budget for good, from the step planned for the current key:
@@ -234,7 +238,7 @@ class Planner:
         """`inner` overrides the planner's inner compilers for this graph (Inductor's are made
         per graph: they carry the graph's id and output count)."""
         grads_here = sum(
-            _nbytes(x)
+            x.numel() * x.element_size()
             for x in example_inputs
             if isinstance(x, torch.nn.Parameter) and x.requires_grad
         )
@@ -286,7 +290,7 @@ class Planner:
 
         started = time.perf_counter()
         step = self.plans_for(self.current_key)
-        device = _joint_device(joint)
+        device = graph_device(list(joint.graph.nodes))
         absent: frozenset[str] = frozenset()
         if defer:
             absent = absent_tangents(joint, num_fwd_outputs, self.options.loss_reserve)
@@ -321,6 +325,8 @@ class Planner:
         allowed = step_budget - held - reserve
         infeasible = None
         plan = self._fixed_plan(captured.graph, self._graph_index(step))
+        if plan is not None:  # its share of a joint plan: an Inductor build may not exceed it
+            allowed = plan.predicted_peak - reserve
         if plan is None and self.lean_plans:
             plan = lean_plan(captured.graph)
         if plan is None:
@@ -359,11 +365,12 @@ class Planner:
         return rewritten.forward, rewritten.backward, graph_plan
 
     def _fixed_plan(self, graph: RematGraph, index: int) -> Plan | None:
-        """The joint plan's plan for graph `index` of the current step, if this is its graph."""
+        """The plan given for `graph`, if it is the graph the plan was made on: the one the
+        backend pinned, or the joint plan's for graph `index` of the current step."""
         fixed = self._fixed.get(self.current_key, ())
-        if index < len(fixed) and same_structure(fixed[index][0], graph):
-            return fixed[index][1]
-        return None
+        given = [self.pinned] if self.pinned is not None else []
+        given += [fixed[index]] if index < len(fixed) else []
+        return next((plan for known, plan in given if same_structure(known, graph)), None)
 
     def _step_error(
         self,
@@ -386,15 +393,3 @@ class Planner:
     def _graph_index(self, step: StepPlans) -> int:
         """Position in the step of the graph being planned."""
         return len(self._ran) if self._ran is not None else len(step.graphs)
-
-
-def _joint_device(joint: fx.GraphModule) -> torch.device:
-    for node in joint.graph.nodes:
-        value = node.meta.get("val")
-        if isinstance(value, torch.Tensor):
-            return value.device
-    return torch.device("cpu")
-
-
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()

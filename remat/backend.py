@@ -6,19 +6,21 @@ the same backend as a callable. Dynamo hands over one graph per piece of the ste
 break starts a new one); each is planned by remat's Planner, rewritten, and compiled by the
 inner compiler (Inductor by default, or run as fx code).
 
-The budget is for the whole step. Graphs are planned in the order they first run, and graph k
-is given the budget less (a) the bytes the graphs whose forward has run and whose backward has
-not yet run keep for their backward (measured from the plans, at the moment graph k is planned)
-and (b) room for the gradients of the trainable parameters the other graphs of the step will
-produce (the parameters of the modules in the compiled frame's locals). That is safe, and
-greedy: an earlier graph never leaves room for a later one's activations beyond (b).
+The budget is for the whole step. On the first step graphs are planned in the order they first
+run: graph k is given the budget less (a) the bytes the graphs whose forward has run and whose
+backward has not yet run keep for their backward and (b) room for the gradients of the
+trainable parameters the step's other graphs produce (the parameters of the modules in the
+compiled frame's locals). Once that step has ended, a step of several graphs (graph breaks,
+DDP's buckets) is planned whole and each graph compiled again under its share of the joint
+plan (remat.backend_step): from the second step on, the floor is the whole step's.
 
 A graph Dynamo made dynamic (a second input size, or `dynamic=True`) is planned once per
 concrete input signature, when that signature first runs: a plan per shape.
 
 Modules: this one is the entry points and the backend object; remat.backend_fit fits one graph's
 Inductor build to its budget (or falls back to fx code); remat.backend_ledger tracks which
-graphs hold values for their backward, and reports the last step's plans.
+graphs hold values for their backward, and reports the last step's plans; remat.backend_step
+plans a graph-broken step whole and compiles its graphs again.
 
 Nothing here outlives what it was made for: a backend lives as long as the compiled code it
 made (Dynamo's caches hold that until the model is dropped and `torch._dynamo.reset()`), and
@@ -42,10 +44,12 @@ from remat.aot import GraphPlan, Planner, PlanOptions
 from remat.backend_fit import Compiled, Fitted, InnerCheck, fit_inductor, recording_compilers
 from remat.backend_ledger import Ledger
 from remat.backend_options import OPTION_NAMES, BackendOptionError, BackendOptions
+from remat.backend_step import PerShape, Replannable, WholeStep
+from remat.call_warnings import warn_first_step_over_budget
 from remat.engines import check_backend_graph
 from remat.inner import InnerCompilers
+from remat.ir import Plan, RematGraph
 from remat.report import RematPlanReport
-from remat.signature import input_signature
 from remat.torch_internals import dynamo_frame_locals
 
 _last: weakref.ref[RematBackend] | None = None
@@ -76,33 +80,60 @@ class RematBackend:
             held=self._ledger.held,
             reserve=lambda: self._reserve,
         )
+        self.whole_step = WholeStep(self.planner, self._ledger)
 
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
         check_backend_graph(gm)
         grad_bytes = _trainable_bytes_in_scope(example_inputs)
         if _is_symbolic(example_inputs):
-            return _PerShape(self, gm, grad_bytes)
-        return self.compile_graph(gm, example_inputs, grad_bytes)
+            return PerShape(self.whole_step, self.compile_graph, gm, grad_bytes)
+        graph = Replannable(self.whole_step, self.compile_graph, gm, grad_bytes)
+        graph.compile(example_inputs)
+        return graph
 
     def compile_graph(
-        self, gm: fx.GraphModule, example_inputs: Sequence[Any], grad_bytes: int
-    ) -> Callable:
-        """Plan, rewrite and compile one graph with static shapes."""
+        self,
+        gm: fx.GraphModule,
+        example_inputs: Sequence[Any],
+        grad_bytes: int,
+        pinned: tuple[RematGraph, Plan] | None = None,
+    ) -> tuple[Callable, GraphPlan | None]:
+        """Plan, rewrite and compile one graph with static shapes (under `pinned`, its plan
+        from the step's joint plan); returns the compiled code and its plan (None: no backward,
+        nothing planned)."""
         self._grad_bytes = grad_bytes
         if not self._ledger.in_flight:
             self.planner.freeze_budget()
             self.planner.current_key = ("step", next(self._steps))
-        if self.options.inner == "eager":
-            return self._compile(gm, example_inputs, InnerCompilers(), Compiled())
-        name = f"graph{len(self.planner.plans_for(self.planner.current_key).graphs)}"
-        fitted = fit_inductor(
-            gm,
-            example_inputs,
-            name,
-            functools.partial(self._compile, gm, example_inputs),
-            self._discard,
-        )
-        return self._keep(fitted)
+        # A graph after the first of a step that no plan fits beside what the graphs before it
+        # hold runs its lowest-peak plan (with a warning); the step is then planned whole.
+        self.planner.tolerate_infeasible = bool(self._ledger.in_flight)
+        self.planner.pinned = pinned
+        try:
+            if self.options.inner == "eager":
+                record = Compiled()
+                compiled = self._compile(gm, example_inputs, InnerCompilers(), record)
+                fitted = Fitted(compiled, record.plan, None)
+            else:
+                name = f"graph{len(self.planner.plans_for(self.planner.current_key).graphs)}"
+                fitted = fit_inductor(
+                    gm,
+                    example_inputs,
+                    name,
+                    functools.partial(self._compile, gm, example_inputs),
+                    self._discard,
+                )
+        finally:
+            self.planner.tolerate_infeasible = False
+            self.planner.pinned = None
+        if fitted.plan is not None and fitted.plan.over_budget:
+            step = [*self._ledger.step, fitted.plan]
+            warn_first_step_over_budget(
+                fitted.plan.index,
+                max(g.plan.predicted_peak + g.held_elsewhere for g in step),
+                fitted.plan.step_budget_bytes,
+            )
+        return self._keep(fitted), fitted.plan
 
     def _keep(self, fitted: Fitted) -> Callable:
         if fitted.plan is not None and fitted.check is not None:
@@ -166,30 +197,12 @@ class RematBackend:
     @property
     def last_plans(self) -> RematPlanReport | None:
         """Per-graph plans of the most recent step, in the order its graphs ran."""
-        return self._ledger.report(self.planner.options, self._checks)
+        return self._ledger.report(self.planner.options, self._checks, self.whole_step.joints)
 
     def __repr__(self) -> str:
         o = self.options
         budget = o.budget.bytes if o.budget.bytes is not None else o.budget.fraction
         return f"remat.backend(budget={budget!r}, solver={o.solver!r}, inner={o.inner!r})"
-
-
-class _PerShape:
-    """A Dynamo graph with symbolic sizes, planned once per concrete signature when it runs."""
-
-    def __init__(self, backend: RematBackend, gm: fx.GraphModule, grad_bytes: int) -> None:
-        self._backend = backend
-        self._gm = gm
-        self._grad_bytes = grad_bytes
-        self.compiled: dict[tuple, Callable] = {}
-
-    def __call__(self, *args: Any) -> Any:
-        key = (torch.is_grad_enabled(), *input_signature(args))
-        compiled = self.compiled.get(key)
-        if compiled is None:
-            compiled = self._backend.compile_graph(self._gm, list(args), self._grad_bytes)
-            self.compiled[key] = compiled
-        return compiled(*args)
 
 
 def backend(budget: int | float | str, **options: Any) -> RematBackend:

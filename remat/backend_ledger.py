@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from remat.aot import GraphPlan, PlanOptions, StepPlans
 from remat.backend_fit import InnerCheck
+from remat.joint_plan import JointPlan
 from remat.report import RematPlanReport
 
 
@@ -23,35 +24,54 @@ class Ledger:
 
     in_flight: dict[int, int] = field(default_factory=dict)
     step: list[GraphPlan] = field(default_factory=list)
+    step_ended: bool = False
+    """The last backward in flight ran: `step` is a whole step, not yet taken."""
 
     def held(self) -> int:
         return sum(self.in_flight.values())
 
     def forward_ran(self, token: int, plan: GraphPlan, carried: int) -> None:
         if not self.in_flight:
-            self.step = []
+            self.step, self.step_ended = [], False
         self.in_flight[token] = carried
         self.step = [p for p in self.step if p is not plan] + [plan]
 
     def backward_ran(self, token: int) -> None:
-        self.in_flight.pop(token, None)
+        if self.in_flight.pop(token, None) is not None and not self.in_flight:
+            self.step_ended = True
 
     def report(
-        self, options: PlanOptions, checks: Mapping[int, InnerCheck]
+        self,
+        options: PlanOptions,
+        checks: Mapping[int, InnerCheck],
+        joints: Sequence[JointPlan] = (),
     ) -> RematPlanReport | None:
         """Per-graph plans of the most recent step, in the order its graphs ran (None before
-        one ran), with each Inductor-compiled graph's figures as `checks` measured them."""
+        one ran), with each Inductor-compiled graph's figures as `checks` measured them; its
+        peak is the joint plan's where the step runs one of `joints`."""
         if not self.step:
             return None
-        report = RematPlanReport.from_step(StepPlans(list(self.step)), options)
-        return _with_checks(report, self.step, checks)
+        step = StepPlans(list(self.step))
+        for joint in joints:
+            step.joint = joint
+            if step.runs_joint_plan:
+                break
+            step.joint = None
+        report = RematPlanReport.from_step(step, options)
+        return _with_checks(report, self.step, checks, step.runs_joint_plan)
 
 
 def _with_checks(
-    report: RematPlanReport, plans: Sequence[GraphPlan], checks: Mapping[int, InnerCheck]
+    report: RematPlanReport,
+    plans: Sequence[GraphPlan],
+    checks: Mapping[int, InnerCheck],
+    joint: bool,
 ) -> RematPlanReport:
     """The report with each Inductor-compiled graph's peak and budget as measured and allowed
-    (the simulator's figures are for the unfused plan)."""
+    (the simulator's figures are for the unfused plan); a joint plan's step peak is raised by
+    the most any graph's build measured above its plan."""
+    if not any(id(plan) in checks for plan in plans):
+        return report
     graphs = []
     for summary, plan in zip(report.graphs, plans, strict=True):
         check = checks.get(id(plan))
@@ -60,5 +80,9 @@ def _with_checks(
                 summary, predicted_peak=check.expected_peak, budget_bytes=check.allowed_bytes
             )
         graphs.append(summary)
-    peak = max(g.predicted_peak + p.held_elsewhere for g, p in zip(graphs, plans, strict=True))
+    if joint:
+        excess = (c.expected_peak - c.predicted_peak for c in map(checks.get, map(id, plans)) if c)
+        peak = report.predicted_peak + max(0, *excess)
+    else:
+        peak = max(g.predicted_peak + p.held_elsewhere for g, p in zip(graphs, plans, strict=True))
     return replace(report, graphs=tuple(graphs), predicted_peak=peak)

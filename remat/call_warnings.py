@@ -1,5 +1,5 @@
-"""The RuntimeWarnings a training call under remat.compile raises: each says when a call may
-have gone over the budget, or planned nothing, and what to do."""
+"""The RuntimeWarnings a training call under remat.compile or the torch.compile backend raises:
+each says when a call may have gone over the budget, or planned nothing, and what to do."""
 
 from __future__ import annotations
 
@@ -48,6 +48,19 @@ def warn_probe_over_budget(peak: int, outside: int, budget: int) -> None:
         f"have reached {format_bytes(peak)} (simulated, with what it measured), above the "
         f"budget {format_bytes(budget)}: it ran with plans made before that was known (at most "
         f"{format_bytes(outside)} at once). Later calls count it and run within the budget.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def warn_first_step_over_budget(index: int, peak: int, budget: int) -> None:
+    warnings.warn(
+        f"remat: graph {index} of this graph-broken step has no plan within what the budget "
+        f"leaves it beside the graphs before it, so this step runs its lowest-peak plan and may "
+        f"reach {format_bytes(peak)} (simulated), above the budget {format_bytes(budget)}. The "
+        "step's graphs are planned together before the next step, which runs within the budget "
+        "(or raises InfeasibleBudgetError naming the whole step's floor). Remove the graph "
+        "breaks to plan the first step whole too.",
         RuntimeWarning,
         stacklevel=3,
     )

@@ -76,16 +76,13 @@ def check_graph(gm: fx.GraphModule) -> None:
 
 
 def check_backend_graph(gm: fx.GraphModule) -> None:
-    """What the torch.compile backend refuses: FSDP2's graphs (check_graph), and DDP's, which
-    DDPOptimizer hands over one bucket at a time while the backend plans each graph as it comes
-    (each would be planned as if it were the whole step, and the budget exceeded)."""
+    """What the torch.compile backend refuses: FSDP2's graphs (check_graph), and a DDP set up
+    in a way remat has not measured (engine_reserve). DDP's bucket graphs are planned one by
+    one on the first step, then together (remat.backend_step)."""
     check_graph(gm)
-    if active_ddp_module() is not None:
-        raise UnsupportedModelError(
-            "the remat torch.compile backend does not yet plan DDP's bucket graphs together, "
-            "so the budget could be exceeded; use remat.compile(DDP(model), budget=...), which "
-            "plans the whole step"
-        )
+    ddp = active_ddp_module()
+    if ddp is not None:
+        _check_ddp(ddp)
 
 
 def fsdp_module_type() -> type | None:

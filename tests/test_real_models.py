@@ -82,6 +82,7 @@ class Family:
         self.checkpoint_peak = _peak(checkpointed, self.inputs, checkpointed)
         self.reference.zero_grad(set_to_none=True)
         self.reference_out = _step(self.reference, self.inputs)
+        self.floor: int | None = None
 
     def check(self, budget: int | float) -> tuple[remat.RematModule, int]:
         """Compile a copy under `budget`, compare one step with eager, measure the peak."""
@@ -141,30 +142,68 @@ def _assert_no_worse_than_structured(graph, plan) -> None:
             )
 
 
+def _floor(family: Family) -> int:
+    """The lowest budget remat.compile names for the family's step (its refusal's floor)."""
+    if family.floor is None:
+        probe = remat.compile(copy.deepcopy(family.reference), budget=1, time_limit=TIME_LIMIT)
+        with pytest.raises(remat.InfeasibleBudgetError) as error:
+            _step(probe, family.inputs)
+        family.floor = error.value.floor
+    return family.floor
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_trains_below_per_block_checkpointings_peak(name):
     """Between the floor and checkpointing's peak: remat goes lower than the manual option."""
     family = _family(name)
-    probe = remat.compile(copy.deepcopy(family.reference), budget=1, time_limit=TIME_LIMIT)
-    with pytest.raises(remat.InfeasibleBudgetError) as error:
-        _step(probe, family.inputs)
-    floor = error.value.floor
+    floor = _floor(family)
     assert floor <= family.checkpoint_peak, f"{name}: floor {floor} above checkpointing's peak"
     family.check((floor + family.checkpoint_peak) // 2)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bert", "t5"])
-def test_backend_trains_at_per_block_checkpointings_peak(name):
-    family = _family(name)
+def _backend_check(family: Family, budget: int) -> None:
+    """Three steps through `torch.compile(backend="remat")`: the last has eager's loss, logits
+    and gradients, and the step's measured peak is within the budget. A step the backend sees
+    as several graphs (HF code's graph breaks) is planned whole after its first step, which
+    may warn that it ran its graph-by-graph plans above the budget."""
     model = copy.deepcopy(family.reference)
-    model.zero_grad(set_to_none=True)
-    options = {"budget": family.checkpoint_peak, "inner": "eager", "time_limit": TIME_LIMIT}
+    options = {"budget": budget, "inner": "eager", "time_limit": TIME_LIMIT}
     compiled = torch.compile(model, backend="remat", options=options)
-    out = _step(compiled, family.inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for _ in range(3):
+            model.zero_grad(set_to_none=True)
+            out = _step(compiled, family.inputs)
     _assert_same_step(model, family.reference, out, family.reference_out)
     measured = _peak(compiled, family.inputs, model)
-    assert measured <= family.checkpoint_peak
+    report = remat.last_plans()
+    assert report.step_budget_bytes == budget
+    assert measured <= budget, f"{family.name}: measured {measured} > budget {budget}\n{report}"
+    assert report.predicted_peak <= budget
+
+
+BACKEND_DEFAULT_RUN = ("gpt2", "bert", "t5")
+"""Families the default test run puts through the backend (GPT-2's logging breaks the step in
+two there); the slow tier runs every family."""
+
+
+def _backend_param(name: str):
+    marks = () if name in BACKEND_DEFAULT_RUN else (pytest.mark.slow,)
+    return pytest.param(name, marks=marks)
+
+
+@pytest.mark.parametrize("name", [_backend_param(n) for n in FAMILY_NAMES])
+def test_backend_trains_at_per_block_checkpointings_peak(name):
+    family = _family(name)
+    _backend_check(family, family.checkpoint_peak)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_backend_trains_below_per_block_checkpointings_peak(name):
+    family = _family(name)
+    _backend_check(family, (_floor(family) + family.checkpoint_peak) // 2)
 
 
 def test_behaves_like_the_model_it_wraps():
