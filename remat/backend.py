@@ -50,6 +50,7 @@ from remat.engines import check_backend_graph
 from remat.inner import InnerCompilers
 from remat.ir import Plan, RematGraph
 from remat.report import RematPlanReport
+from remat.step_plan import StepPlans
 from remat.torch_internals import dynamo_frame_locals
 
 _last: weakref.ref[RematBackend] | None = None
@@ -127,11 +128,9 @@ class RematBackend:
             self.planner.tolerate_infeasible = False
             self.planner.pinned = None
         if fitted.plan is not None and fitted.plan.over_budget:
-            step = [*self._ledger.step, fitted.plan]
+            step = StepPlans([*self._ledger.step, fitted.plan])
             warn_first_step_over_budget(
-                fitted.plan.index,
-                max(g.plan.predicted_peak + g.held_elsewhere for g in step),
-                fitted.plan.step_budget_bytes,
+                fitted.plan.index, step.predicted_peak, fitted.plan.step_budget_bytes
             )
         return self._keep(fitted), fitted.plan
 
