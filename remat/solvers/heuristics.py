@@ -9,6 +9,7 @@ from remat.solvers._common import fast_plan, reference_schedule
 from remat.solvers._per_graph import per_graph
 from remat.solvers.evict import eviction_plans
 from remat.solvers.lazy import Schedule, default_steps, lazy_family
+from remat.solvers.shave import shaved_plans
 from remat.solvers.split import split_plans
 from remat.solvers.sqrt import sqrt_family
 from remat.solvers.structured import structured_family
@@ -39,11 +40,13 @@ def budget_free_plans(graph: RematGraph) -> tuple[Plan, ...]:
 
 
 def warm_start_plans(graph: RematGraph, budget: int, copies: int, deadline: float) -> list[Plan]:
-    """Every heuristic plan for `budget`: the budget-free ones, eviction, splitting.
+    """Every heuristic plan for `budget`: the budget-free ones, eviction, structured plans
+    shaved to the budget, splitting.
 
-    Splitting (with its pruning) stops at `deadline`; the others are quick.
+    Shaving and splitting (with its pruning) stop at `deadline`; the others are quick.
     """
     plans = [*budget_free_plans(graph), *eviction_plans(graph, budget, deadline)]
+    plans += shaved_plans(graph, budget, deadline)
     if time.perf_counter() < deadline:
         plans += split_plans(graph, budget, copies, deadline)
     return plans
