@@ -9,7 +9,6 @@ with room for the gradients the other graphs will produce.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +25,7 @@ from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan, plan_jointly, resolve_step_budget, same_structure
 from remat.outside import OUTSIDE_NOTE, OutsideProfile, placed_outside
 from remat.rewrite import rewrite
-from remat.step_plan import GraphPlan, PlanOptions, StepPlans
+from remat.step_plan import GraphPlan, GraphRequest, PlanOptions, StepPlans
 from remat.tangents import absent_tangents, accept_missing_gradients, defer_tangents
 from remat.torch_internals import (
     aot_module_simplified,
@@ -39,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 _FLOOR_TIME_LIMIT = 5.0
 """Seconds to look for a graph's lowest-peak plan when no plan fits it alone."""
+
+_NOTHING_ASKED = GraphRequest()
 
 MAX_REPLANS = 3
 """Times a step is planned again whole before remat keeps what runs (a model whose graphs
@@ -59,8 +60,8 @@ class Planner:
     ) -> None:
         """`held`: bytes the step's other graphs keep alive while the next one is planned;
         default: what the graphs planned before it for the same key carry to their backward.
-        `reserve`: bytes withheld from the next graph's budget besides `held` (the torch.compile
-        backend's measured excess of Inductor's code over the plan); default none."""
+        `reserve`: bytes withheld from every graph's budget besides `held` (what the engine
+        holds); default none."""
         self.options = options
         self._inner = inner or InnerCompilers()
         self._prices = prices
@@ -93,9 +94,6 @@ class Planner:
         their forwards step aside where remat.fsdp enters each unit, before Dynamo does."""
         self._fixed: dict[tuple, tuple[tuple[RematGraph, Plan], ...]] = {}
         """Per input signature: the joint plan's graphs and plans, for the step's next compile."""
-        self.pinned: tuple[RematGraph, Plan] | None = None
-        """The plan the next partition uses if its graph is this one (the torch.compile backend
-        compiling a graph again under its step's joint plan)."""
 
     def freeze_budget(self) -> None:
         """Resolve a fractional budget for good, from the step planned for the current key:
@@ -112,12 +110,9 @@ class Planner:
         )
 
     def plan_jointly(self, key: tuple) -> JointPlan | None:
-        """Plan the step of `key` whole when it ran as several graphs not yet planned together.
-
-        Returns the joint plan (`worth_recompiling`: whether the step's next compile should use
-        it, as `backend_for_joint_plan` does), or None when there is nothing to do. Raises
-        InfeasibleBudgetError with the whole step's floor if no plan fits.
-        """
+        """Plan the step of `key` whole when it ran as several graphs not yet planned together:
+        the joint plan (`worth_recompiling`: whether the step's next compile should use it), or
+        None. Raises InfeasibleBudgetError with the whole step's floor if no plan fits."""
         step = self.steps.get(key)
         if step is None or len(step.graphs) < 2 or step.runs_joint_plan:
             return None
@@ -220,23 +215,24 @@ class Planner:
         self._fixed.pop(key, None)
         self.outside_profiles.pop(key, None)
 
-    def backend_for_joint_plan(self) -> Callable:
-        """A backend Dynamo treats as new (it compiles the step afresh with it), planning each
-        graph with the joint plan made for it (`plan_jointly`); graphs it has none for are
-        planned as they come."""
-        return functools.partial(self.backend)
-
     def plans_for(self, key: tuple) -> StepPlans:
         return self.steps.setdefault(key, StepPlans())
+
+    def discard(self, plan: GraphPlan) -> None:
+        """A build not kept (Inductor fitting): its plan leaves the step's record."""
+        step = self.plans_for(self.current_key)
+        step.graphs = [g for g in step.graphs if g is not plan]
 
     def backend(
         self,
         gm: fx.GraphModule,
         example_inputs: Sequence[Any],
         inner: InnerCompilers | None = None,
+        request: GraphRequest = _NOTHING_ASKED,
     ) -> Callable:
         """`inner` overrides the planner's inner compilers for this graph (Inductor's are made
-        per graph: they carry the graph's id and output count)."""
+        per graph: they carry the graph's id and output count); `request` is what the caller
+        asks of this graph's plan (a reserve, a pinned plan)."""
         grads_here = sum(
             x.numel() * x.element_size()
             for x in example_inputs
@@ -252,7 +248,7 @@ class Planner:
 
         def partition(joint: fx.GraphModule, joint_inputs: Any, *, num_fwd_outputs: int, **_: Any):
             forward, backward, graph_plan = self._partition(
-                joint, num_fwd_outputs, grads_here, inner.defers_tangents
+                joint, num_fwd_outputs, grads_here, inner.defers_tangents, request
             )
             made.append(graph_plan)
             return forward, backward
@@ -284,7 +280,12 @@ class Planner:
         return run
 
     def _partition(
-        self, joint: fx.GraphModule, num_fwd_outputs: int, grads_here: int, defer: bool
+        self,
+        joint: fx.GraphModule,
+        num_fwd_outputs: int,
+        grads_here: int,
+        defer: bool,
+        request: GraphRequest,
     ) -> tuple[fx.GraphModule, fx.GraphModule, GraphPlan]:
         from remat.solvers import find_floor, keep_all_plan, lean_plan, solve
 
@@ -321,10 +322,10 @@ class Planner:
             step_budget = self.options.budget.resolve(
                 keep_all.predicted_peak + held + self._outside()
             )
-        reserve = self._reserved()
+        reserve = self._reserved() + request.reserve
         allowed = step_budget - held - reserve
         infeasible = None
-        plan = self._fixed_plan(captured.graph, self._graph_index(step))
+        plan = self._fixed_plan(captured.graph, self._graph_index(step), request.pinned)
         if plan is not None:  # its share of a joint plan: an Inductor build may not exceed it
             allowed = plan.predicted_peak - reserve
         if plan is None and self.lean_plans:
@@ -336,7 +337,8 @@ class Planner:
                 )
             except InfeasibleBudgetError as error:
                 infeasible = self._step_error(error, step, step_budget, held, reserve)
-                if not self.tolerate_infeasible:
+                tolerate = request.tolerate_infeasible
+                if not (self.tolerate_infeasible if tolerate is None else tolerate):
                     raise infeasible from None
                 # The step is planned whole once this call has shown all its graphs.
                 plan = error.floor_plan
@@ -364,11 +366,13 @@ class Planner:
         logger.info("planned %s in %.2fs: %s", captured.graph.name, graph_plan.plan_s, plan.status)
         return rewritten.forward, rewritten.backward, graph_plan
 
-    def _fixed_plan(self, graph: RematGraph, index: int) -> Plan | None:
+    def _fixed_plan(
+        self, graph: RematGraph, index: int, pinned: tuple[RematGraph, Plan] | None
+    ) -> Plan | None:
         """The plan given for `graph`, if it is the graph the plan was made on: the one the
-        backend pinned, or the joint plan's for graph `index` of the current step."""
+        caller pinned, or the joint plan's for graph `index` of the current step."""
         fixed = self._fixed.get(self.current_key, ())
-        given = [self.pinned] if self.pinned is not None else []
+        given = [pinned] if pinned is not None else []
         given += [fixed[index]] if index < len(fixed) else []
         return next((plan for known, plan in given if same_structure(known, graph)), None)
 

@@ -85,7 +85,7 @@ class RematModule(nn.Module):
             # Under FSDP2 the gradients of what runs eagerly (sharded, as reduce-scattered)
             # are among what the probe step measures outside the graphs.
             None if self._sharded else lambda: _trainable_grad_bytes(module),
-            reserve=lambda: engine_reserve(module) + self._fit_reserve(),
+            reserve=lambda: engine_reserve(module),
         )
         self._inductor = InductorFitting(self._planner) if inner == "inductor" else None
         """With inner="inductor": the backend that compiles each planned graph by Inductor."""
@@ -106,10 +106,7 @@ class RematModule(nn.Module):
         planner: each graph with the joint plan made for it, where there is one."""
         if self._inductor is not None:
             return functools.partial(self._inductor)
-        return self._planner.backend_for_joint_plan()
-
-    def _fit_reserve(self) -> int:
-        return self._inductor.fit_reserve if self._inductor is not None else 0
+        return functools.partial(self._planner.backend)
 
     def _compile(self) -> Callable[..., Any]:
         """The model under Dynamo with a fresh backend (so it compiles afresh); under FSDP2,

@@ -34,6 +34,7 @@ import functools
 import itertools
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -50,7 +51,7 @@ from remat.engines import check_backend_graph
 from remat.inner import InnerCompilers
 from remat.ir import Plan, RematGraph
 from remat.report import RematPlanReport
-from remat.step_plan import StepPlans
+from remat.step_plan import GraphRequest, StepPlans
 from remat.torch_internals import dynamo_frame_locals
 
 _last: weakref.ref[RematBackend] | None = None
@@ -68,7 +69,6 @@ class RematBackend:
         self._checks: dict[int, InnerCheck] = {}
         self._ledger = Ledger()
         self._grad_bytes = 0
-        self._reserve = 0
         self._steps = itertools.count()
         self._tokens = itertools.count()
         plan_options = PlanOptions(
@@ -79,7 +79,6 @@ class RematBackend:
             _prices,
             trainable_grad_bytes=lambda: self._grad_bytes,
             held=self._ledger.held,
-            reserve=lambda: self._reserve,
         )
         self.whole_step = WholeStep(self.planner, self._ledger)
 
@@ -108,25 +107,14 @@ class RematBackend:
             self.planner.current_key = ("step", next(self._steps))
         # A graph after the first of a step that no plan fits beside what the graphs before it
         # hold runs its lowest-peak plan (with a warning); the step is then planned whole.
-        self.planner.tolerate_infeasible = bool(self._ledger.in_flight)
-        self.planner.pinned = pinned
-        try:
-            if self.options.inner == "eager":
-                record = Compiled()
-                compiled = self._compile(gm, example_inputs, InnerCompilers(), record)
-                fitted = Fitted(compiled, record.plan, None)
-            else:
-                name = f"graph{len(self.planner.plans_for(self.planner.current_key).graphs)}"
-                fitted = fit_inductor(
-                    gm,
-                    example_inputs,
-                    name,
-                    functools.partial(self._compile, gm, example_inputs),
-                    self._discard,
-                )
-        finally:
-            self.planner.tolerate_infeasible = False
-            self.planner.pinned = None
+        request = GraphRequest(pinned=pinned, tolerate_infeasible=bool(self._ledger.in_flight))
+        compile_once = functools.partial(self._compile, gm, example_inputs, request)
+        if self.options.inner == "eager":
+            record = Compiled()
+            fitted = Fitted(compile_once(InnerCompilers(), record, 0), record.plan, None)
+        else:
+            name = f"graph{len(self.planner.plans_for(self.planner.current_key).graphs)}"
+            fitted = fit_inductor(gm, example_inputs, name, compile_once, self.planner.discard)
         if fitted.plan is not None and fitted.plan.over_budget:
             step = StepPlans([*self._ledger.step, fitted.plan])
             warn_first_step_over_budget(
@@ -144,19 +132,13 @@ class RematBackend:
         self,
         gm: fx.GraphModule,
         example_inputs: Sequence[Any],
+        request: GraphRequest,
         inner: InnerCompilers,
         record: Compiled,
-        reserve: int = 0,
+        reserve: int,
     ) -> Callable:
-        self._reserve = reserve
-        try:
-            return self.planner.backend(gm, example_inputs, inner=self._tracked(inner, record))
-        finally:
-            self._reserve = 0
-
-    def _discard(self, plan: GraphPlan) -> None:
-        step = self.planner.plans_for(self.planner.current_key)
-        step.graphs = [g for g in step.graphs if g is not plan]
+        tracked = self._tracked(inner, record)
+        return self.planner.backend(gm, example_inputs, tracked, replace(request, reserve=reserve))
 
     def _tracked(self, inner: InnerCompilers, record: Compiled) -> InnerCompilers:
         """The same compilers, recording what they make into `record`, with the forward and

@@ -15,20 +15,17 @@ from typing import Any
 
 import torch.fx as fx
 
-from remat.aot import GraphPlan, Planner
+from remat.aot import Planner
 from remat.backend_fit import Compiled, InnerCheck, fit_inductor, recording_compilers
 from remat.inner import InnerCompilers
+from remat.step_plan import GraphRequest
 
 
 class InductorFitting:
-    """A Dynamo backend: (gm, example_inputs) -> Inductor code fitted to the planner's budget.
-
-    `fit_reserve` is the bytes the current attempt withholds from the graph's budget (negative:
-    grants beyond it); the planner adds it to what the engine reserves."""
+    """A Dynamo backend: (gm, example_inputs) -> Inductor code fitted to the planner's budget."""
 
     def __init__(self, planner: Planner) -> None:
         self.planner = planner
-        self.fit_reserve = 0
         self.checks: list[InnerCheck] = []
         """How each kept build measured against its budget, in the order they were compiled."""
 
@@ -37,19 +34,10 @@ class InductorFitting:
         name = f"graph{len(step.graphs)}"
 
         def compile_once(inner: InnerCompilers, record: Compiled, reserve: int) -> Callable:
-            self.fit_reserve = reserve
-            try:
-                inner = recording_compilers(inner, record, self.planner)
-                return self.planner.backend(gm, example_inputs, inner=inner)
-            finally:
-                self.fit_reserve = 0
+            inner = recording_compilers(inner, record, self.planner)
+            return self.planner.backend(gm, example_inputs, inner, GraphRequest(reserve))
 
-        fitted = fit_inductor(gm, example_inputs, name, compile_once, self._discard)
+        fitted = fit_inductor(gm, example_inputs, name, compile_once, self.planner.discard)
         if fitted.check is not None:
             self.checks.append(fitted.check)
         return fitted.compiled
-
-    def _discard(self, plan: GraphPlan) -> None:
-        """A build not kept: its plan leaves the step's record (it never runs)."""
-        step = self.planner.plans_for(self.planner.current_key)
-        step.graphs = [g for g in step.graphs if g is not plan]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from remat.budget import Budget, InfeasibleBudgetError
 from remat.capture import CapturedGraph
-from remat.ir import Plan
+from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan
 from remat.simulate import Simulation, simulation_of
 
@@ -26,6 +26,19 @@ class PlanOptions:
     loss_reserve: int | None = None
     """Bytes the caller's loss holds between forward and backward; None: the outputs' size."""
     progress: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True)
+class GraphRequest:
+    """What a caller asks of one graph's plan beyond the planner's options."""
+
+    reserve: int = 0
+    """Bytes withheld from this graph's budget besides what the planner reserves (an Inductor
+    fitting attempt's measured excess; negative: granted beyond it)."""
+    pinned: tuple[RematGraph, Plan] | None = None
+    """The plan to use if the graph is the one it was made on (its share of a joint plan)."""
+    tolerate_infeasible: bool | None = None
+    """Overrides the planner's `tolerate_infeasible` for this graph."""
 
 
 @dataclass(frozen=True)
