@@ -13,8 +13,8 @@ DDP's `mixed_precision` allocates copies remat has not measured: refused.
 FSDP2 (`fully_shard`) all-gathers each block's parameters around its forward and backward and
 reduce-scatters its gradients, outside the graphs remat plans: `remat.compile` compiles each
 sharded block on its own and measures what FSDP2 and the eager code around the blocks hold
-(remat.fsdp). The torch.compile backend, which plans each graph as Dynamo hands it over, has no
-such measure: a graph traced from FSDP2 modules is refused there.
+(remat.fsdp). The torch.compile backend sees only the graphs and cannot run a probe step: a
+graph traced from FSDP2 modules is refused there.
 """
 
 from __future__ import annotations
