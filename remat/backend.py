@@ -85,9 +85,10 @@ class RematBackend:
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
         check_backend_graph(gm)
         grad_bytes = _trainable_bytes_in_scope(example_inputs)
+        make = functools.partial(Replannable, self.whole_step, self.compile_graph, gm, grad_bytes)
         if _is_symbolic(example_inputs):
-            return PerShape(self.whole_step, self.compile_graph, gm, grad_bytes)
-        graph = Replannable(self.whole_step, self.compile_graph, gm, grad_bytes)
+            return PerShape(make)
+        graph = make()
         graph.compile(example_inputs)
         return graph
 

@@ -145,21 +145,16 @@ class Replannable:
 
 
 class PerShape:
-    """A Dynamo graph with symbolic sizes, planned once per concrete signature when it runs."""
+    """A Dynamo graph with symbolic sizes, planned once per concrete signature when it runs:
+    `make` gives the graph for a new signature (a Replannable of the graph module)."""
 
-    def __init__(
-        self, whole: WholeStep, compile_graph: CompileGraph, gm: fx.GraphModule, grad_bytes: int
-    ) -> None:
-        self._whole = whole
-        self._compile_graph = compile_graph
-        self._gm = gm
-        self._grad_bytes = grad_bytes
+    def __init__(self, make: Callable[[], Replannable]) -> None:
+        self._make = make
         self.compiled: dict[tuple, Replannable] = {}
 
     def __call__(self, *args: Any) -> Any:
         key = (torch.is_grad_enabled(), *input_signature(args))
         compiled = self.compiled.get(key)
         if compiled is None:
-            compiled = Replannable(self._whole, self._compile_graph, self._gm, self._grad_bytes)
-            self.compiled[key] = compiled
+            compiled = self.compiled[key] = self._make()
         return compiled(*args)
