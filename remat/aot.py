@@ -114,7 +114,8 @@ class Planner:
         the joint plan (`worth_recompiling`: whether the step's next compile should use it), or
         None. Raises InfeasibleBudgetError with the whole step's floor if no plan fits."""
         step = self.steps.get(key)
-        if step is None or len(step.graphs) < 2 or step.runs_joint_plan:
+        fewest = 1 if key in self.outside_profiles else 2  # one graph with what is held around
+        if step is None or len(step.graphs) < fewest or step.runs_joint_plan:
             return None
         if step.joint_for == tuple(g.captured for g in step.graphs):
             return None  # planned whole already; the plans that ran were kept

@@ -45,11 +45,13 @@ from remat.aot import GraphPlan, Planner, PlanOptions
 from remat.backend_fit import Compiled, Fitted, InnerCheck, fit_inductor, recording_compilers
 from remat.backend_ledger import Ledger
 from remat.backend_options import OPTION_NAMES, BackendOptionError, BackendOptions
-from remat.backend_step import PerShape, Replannable, WholeStep
+from remat.backend_probe import OutsideProbe
+from remat.backend_step import PerRun, Replannable, WholeStep
 from remat.call_warnings import warn_first_step_over_budget
-from remat.engines import check_backend_graph
+from remat.engines import check_backend_graph, traced_from_fsdp2
 from remat.inner import InnerCompilers
 from remat.ir import Plan, RematGraph
+from remat.measure import outside_tracking_paused
 from remat.report import RematPlanReport
 from remat.step_plan import GraphRequest, StepPlans
 from remat.torch_internals import dynamo_frame_locals
@@ -81,15 +83,21 @@ class RematBackend:
             held=self._ledger.held,
         )
         self.whole_step = WholeStep(self.planner, self._ledger)
+        self._ledger.on_step_end.append(self._step_ending)
 
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
-        check_backend_graph(gm)
+        check_backend_graph()
+        if self.whole_step.probe is None and traced_from_fsdp2(gm, dynamo_frame_locals()):
+            # What FSDP2 and the eager code around the blocks hold is measured in the second
+            # step; until then each graph runs its leanest plan (remat.backend_probe).
+            self.whole_step.probe = OutsideProbe()
+            self.planner.lean_plans = True
         grad_bytes = _trainable_bytes_in_scope(example_inputs)
         make = functools.partial(Replannable, self.whole_step, self.compile_graph, gm, grad_bytes)
-        if _is_symbolic(example_inputs):
-            return PerShape(make)
-        graph = make()
-        graph.compile(example_inputs)
+        symbolic = _is_symbolic(example_inputs)
+        graph = PerRun(make, self._ledger, symbolic)
+        if not symbolic:
+            graph.compile_first(example_inputs)
         return graph
 
     def compile_graph(
@@ -157,7 +165,8 @@ class RematBackend:
             def run(args: list[Any]) -> Any:
                 ledger.forward_ran(token, plan, carried)
                 _remember(self)
-                return compiled(args)
+                with outside_tracking_paused():
+                    return compiled(args)
 
             run._boxed_call = True  # type: ignore[attr-defined]
             return run
@@ -167,7 +176,8 @@ class RematBackend:
 
             def run(args: list[Any]) -> Any:
                 ledger.backward_ran(token)
-                return compiled(args)
+                with outside_tracking_paused():
+                    return compiled(args)
 
             run._boxed_call = True  # type: ignore[attr-defined]
             return run
@@ -175,6 +185,11 @@ class RematBackend:
         return InnerCompilers(
             forward, backward, inner.inference, inner.decompositions, inner.defers_tangents
         )
+
+    def _step_ending(self) -> None:
+        probe = self.whole_step.probe
+        if probe is not None:
+            probe.step_ending()
 
     @property
     def last_plans(self) -> RematPlanReport | None:

@@ -4,7 +4,7 @@ last step's plans, reported as `remat.last_plans()` shows them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from remat.aot import GraphPlan, PlanOptions, StepPlans
@@ -18,27 +18,42 @@ class Ledger:
     """Which planned graphs hold values for their backward right now, and the last step's plans.
 
     A forward adds its graph, its backward removes it; a forward that runs with no graph in
-    flight starts a new step. A forward whose backward never runs stays counted until that
-    graph's forward runs again (conservative: a later graph is planned with less room).
+    flight, or after a backward, starts a new step. A forward whose backward never runs stays
+    counted until that graph's forward runs again (conservative: a later graph is planned with
+    less room).
     """
 
     in_flight: dict[int, int] = field(default_factory=dict)
     step: list[GraphPlan] = field(default_factory=list)
     step_ended: bool = False
     """The last backward in flight ran: `step` is a whole step, not yet taken."""
+    steps: int = 0
+    """Steps started so far."""
+    on_step_end: list[Callable[[], None]] = field(default_factory=list)
+    """Called when a step's last backward in flight starts to run."""
+    _backward_since_forward: bool = False
 
     def held(self) -> int:
         return sum(self.in_flight.values())
 
+    def next_forward_step(self) -> int:
+        """The step a forward starting now belongs to (a new one, or the current one)."""
+        starts = not self.in_flight or self._backward_since_forward
+        return self.steps + 1 if starts else self.steps
+
     def forward_ran(self, token: int, plan: GraphPlan, carried: int) -> None:
-        if not self.in_flight:
-            self.step, self.step_ended = [], False
+        if self.next_forward_step() != self.steps:
+            self.steps += 1
+            self.step, self.step_ended, self._backward_since_forward = [], False, False
         self.in_flight[token] = carried
         self.step = [p for p in self.step if p is not plan] + [plan]
 
     def backward_ran(self, token: int) -> None:
+        self._backward_since_forward = True
         if self.in_flight.pop(token, None) is not None and not self.in_flight:
             self.step_ended = True
+            for callback in self.on_step_end:
+                callback()
 
     def report(
         self,

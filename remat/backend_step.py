@@ -21,12 +21,15 @@ import torch.fx as fx
 
 from remat.aot import Planner
 from remat.backend_ledger import Ledger
+from remat.backend_probe import OutsideProbe
 from remat.budget import InfeasibleBudgetError
+from remat.call_warnings import warn_probe_over_budget
 from remat.capture import CapturedGraph
 from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan
 from remat.signature import input_signature
 from remat.step_plan import GraphPlan
+from remat.torch_internals import detect_fake_mode
 
 MAX_WHOLE_STEPS = 16
 """Distinct graph-broken steps one backend plans whole (a model whose graphs change from step
@@ -58,6 +61,9 @@ class WholeStep:
     joints: list[JointPlan] = field(default_factory=list)
     joint_plan_ids: set[int] = field(default_factory=set)
     """Plans compiled for a joint plan: a step running only these is not planned again."""
+    probe: OutsideProbe | None = None
+    """Under FSDP2: what is held outside the graphs, measured in a step (remat.backend_probe);
+    the step is planned whole only once it has been measured."""
 
     def before_run(self) -> None:
         """A graph is about to run: if it starts a step and the step that ended ran as several
@@ -66,13 +72,17 @@ class WholeStep:
         ledger = self.ledger
         if ledger.in_flight or not ledger.step_ended:
             return
+        if self.probe is not None and self.probe.profile is None:
+            return  # measuring what is held outside the graphs: their leanest plans meanwhile
         ran = list(ledger.step)
         captured = tuple(g.captured for g in ran)
         refusal = self.refusals.get(captured)
         if refusal is not None:
             raise refusal
         ledger.step_ended = False
-        if len(ran) < 2 or all(id(g.plan) in self.joint_plan_ids for g in ran):
+        if all(id(g.plan) in self.joint_plan_ids for g in ran):
+            return
+        if len(ran) < 2 and self.probe is None:
             return
         if captured in self.planned or len(self.planned) >= MAX_WHOLE_STEPS:
             return
@@ -95,10 +105,17 @@ class WholeStep:
         in_scope = max((g.grad_bytes for g in self.graphs), default=0)
         step.other_grads = max(0, in_scope - sum(g.grad_bytes for g in ran))
         self.planner.current_key = key
+        measured = self.probe.profile if self.probe is not None else None
+        if measured is not None:
+            self.planner.outside_profiles[key] = measured
+            self.planner.lean_plans = False
         try:
-            return self.planner.plan_jointly(key)
+            joint = self.planner.plan_jointly(key)
+            if joint is not None and measured is not None and joint.ran_over_budget:
+                warn_probe_over_budget(joint.ran_peak, measured.peak, joint.budget)
+            return joint
         except InfeasibleBudgetError as error:
-            if not any(g.over_budget for g in ran):
+            if measured is None and not any(g.over_budget for g in ran):
                 return None  # the plans that ran fit; keep them
             # No plan of the step's graphs fits: the error names the whole step's floor.
             self.refusals[captured] = error.with_traceback(None)
@@ -126,6 +143,11 @@ class Replannable:
         """The joint plan's plan for this graph, not yet compiled."""
         whole.graphs.add(self)
 
+    @property
+    def compiled_without_plan(self) -> bool:
+        """Compiled, with nothing planned (a graph with no backward)."""
+        return self._compiled is not None and self.plan is None
+
     def compile(self, example_inputs: Sequence[Any]) -> None:
         pinned, self.pending = self.pending, None
         self._compiled, self.plan = self._compile_graph(
@@ -144,17 +166,58 @@ class Replannable:
         return self._compiled(*args)
 
 
-class PerShape:
-    """A Dynamo graph with symbolic sizes, planned once per concrete signature when it runs:
-    `make` gives the graph for a new signature (a Replannable of the graph module)."""
+MAX_RUNS_PER_STEP = 256
+"""Runs of one graph within one step that each get their own plan (see PerRun)."""
 
-    def __init__(self, make: Callable[[], Replannable]) -> None:
+
+class PerRun:
+    """What Dynamo holds for one graph: a Replannable per run of it within a step (and, for a
+    graph with symbolic sizes, per concrete input signature, planned when it first runs).
+
+    Dynamo hands the backend one graph for code it runs several times a step (the blocks of a
+    model compiled one by one, a block with a graph break: the parameters are inputs, so one
+    graph serves every block). Each run holds its own values for its backward, so each is its
+    own graph of the step, with its own plan and its own share of the joint plan; one plan for
+    all of them would be counted once while the step holds it once per run.
+    """
+
+    def __init__(self, make: Callable[[], Replannable], ledger: Ledger, symbolic: bool) -> None:
         self._make = make
+        self._ledger = ledger
+        self._symbolic = symbolic
         self.compiled: dict[tuple, Replannable] = {}
+        self._step = -1
+        self._runs: dict[tuple, int] = {}
+
+    def compile_first(self, example_inputs: Sequence[Any]) -> None:
+        """Compile the first run's graph now, with Dynamo's example inputs."""
+        graph = self.compiled[(0, torch.is_grad_enabled())] = self._make()
+        graph.compile(example_inputs)
 
     def __call__(self, *args: Any) -> Any:
-        key = (torch.is_grad_enabled(), *input_signature(args))
-        compiled = self.compiled.get(key)
-        if compiled is None:
-            compiled = self.compiled[key] = self._make()
-        return compiled(*args)
+        key = (torch.is_grad_enabled(), *(input_signature(args) if self._symbolic else ()))
+        first = self.compiled.get((0, *key))
+        # A graph with no backward plans nothing and holds nothing: one compiled code for all.
+        # DDPOptimizer runs each bucket's graph on fake tensors once compiled: the real run
+        # that follows is the same place in the step, not another run.
+        single = first is not None and first.compiled_without_plan
+        fake = detect_fake_mode(args) is not None
+        run = 0 if single or fake else self._run_index(key)
+        graph = self.compiled.get((run, *key))
+        if graph is None:
+            graph = self.compiled[(run, *key)] = self._make()
+        return graph(*args)
+
+    def _run_index(self, key: tuple) -> int:
+        step = self._ledger.next_forward_step()
+        if step != self._step:
+            self._step, self._runs = step, {}
+        run = self._runs.get(key, 0)
+        if run >= MAX_RUNS_PER_STEP:
+            raise RuntimeError(
+                f"a graph compiled by remat ran {run} times in one step without a backward in "
+                "between: run evaluation under torch.no_grad() (a forward whose backward never "
+                "runs holds its saved values for as long as its outputs live)"
+            )
+        self._runs[key] = run + 1
+        return run

@@ -13,13 +13,14 @@ DDP's `mixed_precision` allocates copies remat has not measured: refused.
 FSDP2 (`fully_shard`) all-gathers each block's parameters around its forward and backward and
 reduce-scatters its gradients, outside the graphs remat plans: `remat.compile` compiles each
 sharded block on its own and measures what FSDP2 and the eager code around the blocks hold
-(remat.fsdp). The torch.compile backend sees only the graphs and cannot run a probe step: a
-graph traced from FSDP2 modules is refused there.
+(remat.fsdp). The torch.compile backend sees only the blocks' graphs: it measures what is
+held around them in the second step the training loop runs (remat.backend_probe).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch.fx as fx
 from torch import nn
@@ -30,13 +31,6 @@ from remat.torch_internals import active_ddp_module
 
 class UnsupportedModelError(ValueError):
     """The model runs under an engine whose memory remat cannot bound (the message says which)."""
-
-
-_FSDP2_ADVICE = (
-    "the remat torch.compile backend does not count what FSDP2 holds during the step (each "
-    "block's all-gathered parameters, reduce-scatter buffers), so its budget could be "
-    "exceeded; use remat.compile(model, budget=...) on the sharded model, which measures it"
-)
 
 
 _DDP_UNMEASURED = (
@@ -62,24 +56,23 @@ def _check_ddp(ddp: DistributedDataParallel) -> None:
         raise UnsupportedModelError(f"DDP has mixed_precision set: {_DDP_UNMEASURED}")
 
 
-def check_graph(gm: fx.GraphModule) -> None:
-    """Raise UnsupportedModelError if Dynamo traced `gm` from FSDP2-sharded modules."""
-    classes = (
+def traced_from_fsdp2(gm: fx.GraphModule, frame_locals: Mapping[str, Any]) -> bool:
+    """Whether Dynamo traced `gm` from FSDP2-sharded modules: one among its nodes' module
+    classes, or among the compiled frame's locals (a block compiled on its own is `self`)."""
+    classes = [
         module_class
         for node in gm.graph.nodes
         for _, module_class in (node.meta.get("nn_module_stack") or {}).values()
         if isinstance(module_class, type)
-    )
-    sharded = _fsdp2_types(classes)
-    if sharded:
-        raise UnsupportedModelError(f"the graph comes from {sharded[0]}: {_FSDP2_ADVICE}")
+    ]
+    classes += [type(value) for value in frame_locals.values() if isinstance(value, nn.Module)]
+    return bool(_fsdp2_types(classes))
 
 
-def check_backend_graph(gm: fx.GraphModule) -> None:
-    """What the torch.compile backend refuses: FSDP2's graphs (check_graph), and a DDP set up
-    in a way remat has not measured (engine_reserve). DDP's bucket graphs are planned one by
-    one on the first step, then together (remat.backend_step)."""
-    check_graph(gm)
+def check_backend_graph() -> None:
+    """What the torch.compile backend refuses: a DDP set up in a way remat has not measured
+    (engine_reserve). DDP's bucket graphs are planned one by one on the first step, then
+    together (remat.backend_step); FSDP2's blocks are measured (remat.backend_probe)."""
     ddp = active_ddp_module()
     if ddp is not None:
         _check_ddp(ddp)

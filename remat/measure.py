@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,20 +241,45 @@ class OutsideTracker(TorchDispatchMode):
         self._stretch_peak = 0
         self._during: list[int] = []
         self._before: list[int] = []
+        self._frozen: OutsideProfile | None = None
+
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        # Dynamo then still runs (and compiles) its code while the tracker is on the stack,
+        # instead of falling back to eager: remat's graphs step aside as they run.
+        return True
+
+    def freeze(self) -> None:
+        """Stop counting: `profile()` is what was measured until now; later ops pass through."""
+        self._frozen = self.profile()
+        self._storages.clear()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         output = func(*args, **(kwargs or {}))
+        if self._frozen is not None:
+            return output
         inputs = {id(t.untyped_storage()) for t in _tensors_in((args, kwargs))}
         for tensor in _tensors_in(output):
             storage = tensor.untyped_storage()
-            key = id(storage)
-            if key not in inputs and key not in self._storages:  # allocated by this op
-                self._storages[key] = weakref.ref(storage, lambda _, k=key: self._forget(k))
+            if id(storage) not in inputs:  # allocated by this op
+                self._track(storage)
+        # A storage made before the tracker started and written here is the step's too:
+        # FSDP2 keeps each block's unsharded parameters from step to step, emptied by resizing
+        # their storage to 0 and refilled (resized, then written by its all-gather's copy-out).
+        for tensor in _tensors_in(_written_arguments(func, args, kwargs)):
+            self._track(tensor.untyped_storage())
         self._stretch_peak = max(self._stretch_peak, self.live)
         return output
 
+    def _track(self, storage: torch.UntypedStorage) -> None:
+        key = id(storage)
+        if key not in self._storages:
+            self._storages[key] = weakref.ref(storage, lambda _, k=key: self._forget(k))
+
     def graph_runs(self) -> None:
         """One of remat's graphs starts running: the eager stretch before it ends here."""
+        if self._frozen is not None:
+            return
         live = self.live
         self._before.append(max(self._stretch_peak, live))
         self._during.append(live)
@@ -262,6 +287,8 @@ class OutsideTracker(TorchDispatchMode):
 
     def profile(self) -> OutsideProfile:
         """What was held outside, run by run (remat.outside)."""
+        if self._frozen is not None:
+            return self._frozen
         return OutsideProfile(tuple(self._during), (*self._before, self._stretch_peak))
 
     @property
@@ -310,6 +337,23 @@ def measure_outside(step: Step, device: torch.device) -> OutsideProfile:
     synchronize(device)
     del result
     return tracker.profile()
+
+
+def _written_arguments(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> list:
+    """The arguments `func` writes into (in-place and out= arguments), per its schema."""
+    schema = getattr(func, "_schema", None)
+    if schema is None or not schema.is_mutable:
+        return []
+    written = []
+    for index, argument in enumerate(schema.arguments):
+        alias = argument.alias_info
+        if alias is None or not alias.is_write:
+            continue
+        if index < len(args):
+            written.append(args[index])
+        elif kwargs and argument.name in kwargs:
+            written.append(kwargs[argument.name])
+    return written
 
 
 def _tensors_in(tree: Any) -> Iterator[torch.Tensor]:

@@ -70,6 +70,8 @@ __all__ = [
     "current_dispatch_mode",
     "BackendCompilerFailed",
     "active_ddp_module",
+    "queue_backward_callback",
+    "in_backward",
     "boxed_codegen",
     "FunctionSchema",
     "HigherOrderOperator",
@@ -131,6 +133,17 @@ def boxed_codegen() -> Any:
     """fx code generation for a graph that takes its arguments as one list and clears it once
     read (AOTAutograd's boxed convention), so a saved value is freed at its last use."""
     return fx.graph._BoxedCodeGen()
+
+
+def queue_backward_callback(callback: Any) -> None:
+    """Run `callback` once the backward pass now running has finished (FSDP2 finishes its own
+    step the same way): where the backend's probe step ends."""
+    torch.autograd.Variable._execution_engine.queue_callback(callback)
+
+
+def in_backward() -> bool:
+    """Whether the autograd engine is running a backward pass on this thread."""
+    return torch._C._current_graph_task_id() != -1
 
 
 def active_ddp_module() -> Any:

@@ -1,6 +1,6 @@
 """What distributed engines hold outside remat's graphs: plain DDP nothing; a DDP set up in a
-way remat has not measured is refused, and so is an FSDP2 graph handed to the torch.compile
-backend, rather than run over budget; remat.compile measures what FSDP2 holds (issue 13). The
+way remat has not measured is refused rather than run over budget; remat.compile and the
+backend measure what FSDP2 holds (issue 13). The
 2-rank runs are in test_distributed_ddp.py and test_distributed_fsdp.py."""
 
 from __future__ import annotations
@@ -51,17 +51,18 @@ def test_compile_trains_an_fsdp2_model_block_by_block_counting_what_fsdp2_holds(
     assert 0 < outside <= step.predicted_peak <= compiled._planner.budget_bytes
 
 
-def test_backend_refuses_a_graph_traced_from_fsdp2_modules(process_group):
-    """Dynamo records each node's module classes; one sharded by FSDP2 is refused there.
-    (On one rank Dynamo hands no FSDP2 graph to any backend: its hooks are not traceable.)"""
-    from remat.engines import check_graph
+def test_the_backend_tells_a_graph_traced_from_fsdp2_modules(process_group):
+    """Dynamo records each node's module classes, and a block compiled on its own is the
+    frame's `self`: either sharded by FSDP2 makes the backend measure what FSDP2 holds."""
+    from remat.engines import traced_from_fsdp2
 
     model = _sharded()
     gm = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(16, 4)))
+    assert not traced_from_fsdp2(gm, {"self": nn.Linear(16, 4)})
+    assert traced_from_fsdp2(gm, {"self": model[0]})
     for node in gm.graph.nodes:
         node.meta["nn_module_stack"] = {"L__self___0": ("0", type(model[0]))}
-    with pytest.raises(remat.UnsupportedModelError, match="remat.compile"):
-        check_graph(gm)
+    assert traced_from_fsdp2(gm, {})
 
 
 def test_an_unsharded_model_is_accepted():
