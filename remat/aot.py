@@ -20,6 +20,7 @@ import torch.fx as fx
 from remat.budget import InfeasibleBudgetError, format_bytes
 from remat.capture import Priced, capture_joint
 from remat.fx_nodes import graph_device
+from remat.gradient_links import GraphIO, gradient_links, graph_io, recording
 from remat.inner import InnerCompilers, untracked_compiler
 from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan, plan_jointly, resolve_step_budget, same_structure
@@ -104,9 +105,9 @@ class Planner:
         if len(step.graphs) == 1:
             self.budget_bytes = step.graphs[0].step_budget_bytes
             return
-        graphs = [g.captured.graph for g in step.graphs]
+        graphs, links = [g.captured.graph for g in step.graphs], gradient_links(step.ios)
         self.budget_bytes = resolve_step_budget(
-            self.options.budget, graphs, step.other_grads, self._outside()
+            self.options.budget, graphs, step.other_grads, self._outside(), links
         )
 
     def plan_jointly(self, key: tuple) -> JointPlan | None:
@@ -117,14 +118,12 @@ class Planner:
         fewest = 1 if key in self.outside_profiles else 2  # one graph with what is held around
         if step is None or len(step.graphs) < fewest or step.runs_joint_plan:
             return None
-        if step.joint_for == tuple(g.captured for g in step.graphs):
-            return None  # planned whole already; the plans that ran were kept
-        if step.replans >= MAX_REPLANS:
-            return None
+        if step.joint_for == tuple(g.captured for g in step.graphs) or step.replans >= MAX_REPLANS:
+            return None  # planned whole already (the plans that ran were kept), or often enough
         self.current_key = key
         self.freeze_budget()
         assert self.budget_bytes is not None
-        graphs = [g.captured.graph for g in step.graphs]
+        graphs, links = [g.captured.graph for g in step.graphs], gradient_links(step.ios)
         planned = placed_outside(graphs, self.outside_profiles.get(key))
         reserve = self._reserved() - (self._outside() if planned is not graphs else 0)
         started = time.perf_counter()
@@ -135,6 +134,7 @@ class Planner:
                 self.budget_bytes - reserve,
                 self.options.solver,
                 carried=step.other_grads,
+                links=links,
                 **self._solver_config(),
             )
         except InfeasibleBudgetError as error:
@@ -169,12 +169,8 @@ class Planner:
         return (self._reserve() if self._reserve is not None else 0) + self._outside()
 
     def _solver_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        if self.options.time_limit is not None:
-            config["time_limit"] = self.options.time_limit
-        if self.options.progress is not None:
-            config["progress"] = self.options.progress
-        return config
+        config = {"time_limit": self.options.time_limit, "progress": self.options.progress}
+        return {name: value for name, value in config.items() if value is not None}
 
     def begin_call(self, key: tuple) -> None:
         """A training call for input signature `key` starts: record which graphs it runs."""
@@ -189,12 +185,11 @@ class Planner:
         the same place in the step, not another graph."""
         assert self._ran is not None
         if fake:
-            self._ran.append(graph)
             self._ran_fake.add(id(graph))
-        elif id(graph) in self._ran_fake:
-            self._ran_fake.discard(id(graph))
-        else:
+        if fake or id(graph) not in self._ran_fake:
             self._ran.append(graph)
+        else:
+            self._ran_fake.discard(id(graph))
 
     def end_call(self) -> None:
         """The graphs that ran in this call are the step: a graph Dynamo compiled again (a guard
@@ -243,7 +238,9 @@ class Planner:
         made: list[GraphPlan] = []
 
         inner = inner or self._inner
-        backward_compiler = inner.backward
+        io = lambda: made[-1].io if made else None  # noqa: E731
+        forward_compiler = recording(inner.forward, io, GraphIO.record_forward)
+        backward_compiler = recording(inner.backward, io, GraphIO.record_backward)
         if self.untracked_graphs:
             backward_compiler = untracked_compiler(backward_compiler)
 
@@ -260,7 +257,7 @@ class Planner:
         compiled = aot_module_simplified(
             gm,
             example_inputs,
-            fw_compiler=inner.forward,
+            fw_compiler=forward_compiler,
             bw_compiler=backward_compiler,
             inference_compiler=inner.inference,
             partition_fn=partition,
@@ -360,6 +357,7 @@ class Planner:
             plan_s=time.perf_counter() - started,
             grad_bytes=grads_here,
             infeasible=infeasible,
+            io=graph_io(joint, captured.tensor_nodes, num_fwd_outputs),
         )
         step.graphs.append(graph_plan)
         self.last_planned = graph_plan

@@ -54,7 +54,7 @@ from remat.ir import Plan, RematGraph
 from remat.measure import outside_tracking_paused
 from remat.report import RematPlanReport
 from remat.step_plan import GraphRequest, StepPlans
-from remat.torch_internals import dynamo_frame_locals
+from remat.torch_internals import dynamo_frame_locals, queue_backward_callback
 
 _last: weakref.ref[RematBackend] | None = None
 """The backend whose graph ran a forward most recently (what remat.last_plans() reports), for
@@ -190,6 +190,10 @@ class RematBackend:
         probe = self.whole_step.probe
         if probe is not None:
             probe.step_ending()
+        # Which graph outputs the step still holds once its backward pass is over (what
+        # nothing holds after it is counted until its graph's backward: remat.gradient_links).
+        ios = [g.io for g in self._ledger.step if g.io is not None]
+        queue_backward_callback(lambda: [io.step_ended() for io in ios])
 
     @property
     def last_plans(self) -> RematPlanReport | None:

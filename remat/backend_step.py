@@ -206,7 +206,12 @@ class PerRun:
         graph = self.compiled.get((run, *key))
         if graph is None:
             graph = self.compiled[(run, *key)] = self._make()
-        return graph(*args)
+        try:
+            return graph(*args)
+        except BaseException:
+            if not (single or fake):  # a run refused (or failed) did not happen in the step
+                self._runs[key] = run
+            raise
 
     def _run_index(self, key: tuple) -> int:
         step = self._ledger.next_forward_step()

@@ -66,7 +66,9 @@ def check_units(units: Sequence[nn.Module], inner: str) -> None:
         if getattr(unit, "_compiled_call_impl", None) is not None or hasattr(unit, "_orig_mod"):
             raise UnsupportedModelError(
                 f"{type(unit).__name__} is already compiled (torch.compile or .compile()): "
-                "remat compiles each sharded block itself; pass the blocks uncompiled"
+                "remat.compile compiles each sharded block itself; pass the blocks uncompiled, "
+                "or keep compiling each block and pass one remat backend for the step: "
+                "backend = remat.backend(budget=...); block.compile(backend=backend)"
             )
 
 

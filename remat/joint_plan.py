@@ -3,7 +3,7 @@
 The first call of a step plans each graph as Dynamo hands it over, before the graphs after it
 are known (greedy: graph k gets the budget less what graphs 0..k-1 keep for their backward).
 Once the call has run, every graph of the step is known; `plan_jointly` plans them together
-(`step_graph.plan_step`) and says whether the plans that ran were over the budget (the call
+(`step_solve.plan_step`) and says whether the plans that ran were over the budget (the call
 must run again under the joint plans) or merely slower than the joint ones (later calls switch).
 """
 
@@ -16,7 +16,9 @@ from remat.budget import Budget
 from remat.ir import Plan, RematGraph
 from remat.simulate import simulate
 from remat.solvers import keep_all_plan
-from remat.step_graph import StepGraph, StepPlanResult, combine, join, plan_step
+from remat.step_graph import StepGraph, combine, join
+from remat.step_links import StepLink
+from remat.step_solve import StepPlanResult, plan_step
 
 SPEEDUP_WORTH_RECOMPILING = 0.95
 """Later calls switch to the joint plans when these are estimated to recompute at most this
@@ -61,9 +63,11 @@ class JointPlan:
         return joint_time < SPEEDUP_WORTH_RECOMPILING * self.ran_recompute_time
 
 
-def keep_all_step_peak(graphs: Sequence[RematGraph], carried: int = 0) -> int:
+def keep_all_step_peak(
+    graphs: Sequence[RematGraph], carried: int = 0, links: Sequence[StepLink] = ()
+) -> int:
     """Simulated peak of the step's graphs, run as a step, with nothing recomputed."""
-    return _keep_all_peak(combine(graphs, carried))
+    return _keep_all_peak(combine(graphs, carried, links))
 
 
 def _keep_all_peak(step: StepGraph) -> int:
@@ -72,13 +76,17 @@ def _keep_all_peak(step: StepGraph) -> int:
 
 
 def resolve_step_budget(
-    budget: Budget, graphs: Sequence[RematGraph], carried: int = 0, outside: int = 0
+    budget: Budget,
+    graphs: Sequence[RematGraph],
+    carried: int = 0,
+    outside: int = 0,
+    links: Sequence[StepLink] = (),
 ) -> int:
     """The step's budget in bytes: a fraction is of the whole step's keep-all peak, with
     `outside` (bytes held outside the graphs, measured) on top."""
     if budget.bytes is not None:
         return budget.bytes
-    return budget.resolve(keep_all_step_peak(graphs, carried) + outside)
+    return budget.resolve(keep_all_step_peak(graphs, carried, links) + outside)
 
 
 def plan_jointly(
@@ -88,6 +96,7 @@ def plan_jointly(
     solver: str = "auto",
     *,
     carried: int = 0,
+    links: Sequence[StepLink] = (),
     **config: object,
 ) -> JointPlan:
     """Plan `graphs` together for `budget` bytes and compare with the plans that `ran`.
@@ -96,10 +105,15 @@ def plan_jointly(
     """
     if len(ran) != len(graphs):
         raise ValueError(f"{len(ran)} plans ran for a step of {len(graphs)} graphs")
-    result = plan_step(graphs, budget, solver, carried=carried, with_floor=False, **config)
+    result = plan_step(
+        graphs, budget, solver, carried=carried, links=links, with_floor=False, **config
+    )
     step = result.step
     schedule, boundary = join(step, ran)
-    ran_sim = simulate(step.graph, schedule, boundary)
+    # The plans that ran may recompute an output the links pin (see combine): score them
+    # without the links, as they were planned (conservative).
+    unlinked = combine(graphs, carried) if links else step
+    ran_sim = simulate(unlinked.graph, schedule, boundary)
     return JointPlan(
         result=result,
         ran_peak=ran_sim.peak,

@@ -12,17 +12,21 @@ the step schedule those per-graph plans really run, which the simulator scores.
     plans = split(step, plan)                           # one per graph, each simulator-valid
     peak = simulate(step.graph, *join(step, plans)).peak  # what will run; check it, not plan's
 
-`plan_step` does all of that, retries when `split` had to move recomputations and the step ran
-over, and raises InfeasibleBudgetError stating the whole step's floor.
+`remat.step_solve.plan_step` does all of that, retries when `split` had to move
+recomputations and the step ran over, and raises InfeasibleBudgetError stating the whole
+step's floor.
 
-What the combined graph assumes about the memory between the graphs (conservative, since the
-graphs share no tensors in it; eager code between graphs holds these values anyway):
+What the combined graph assumes about the memory between the graphs (conservative: eager
+code between graphs holds these values anyway):
 - a graph's inputs stay inputs (free: what an earlier graph made is counted as its output);
 - a graph's outputs stay outputs and live to the end of the step, so a forward output is
-  counted until the end although the next graph may free it earlier, and an input gradient
-  graph k+1 returns is counted as its output and again as graph k's late input;
-- a graph's late inputs (output gradients) count from the step's boundary, not from when the
-  later graph's backward makes them;
+  counted until the end although the next graph may free it earlier (the caller's code may
+  hold it: that cannot be seen), and an input gradient graph k+1 returns is counted as its
+  output and again as graph k's late input -- unless a `GradientLink` says they are one
+  tensor (autograd passed it on, seen at run time): then it lives from graph k+1's backward
+  until graph k's backward has read it, once;
+- a graph's late inputs (output gradients) not linked count from the step's boundary, not
+  from when the later graph's backward makes them;
 - `boundary_reserve` and `backward_reserve` are the largest of the graphs': they stand for the
   caller's loss and its seed gradient, held once per step between the last forward and the
   first backward, not once per graph; `carried` bytes come on top of `backward_reserve`.
@@ -33,15 +37,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from remat.budget import InfeasibleBudgetError
 from remat.ir import Op, Plan, PlanStatus, RematGraph, Tensor
-from remat.simulate import Simulation, simulate
-from remat.solvers import find_floor, solve
 from remat.solvers._common import make_plan
-
-MAX_RETRIES = 3
-"""Solves after the first that `plan_step` tries with a tighter budget when the per-graph plans
-run over (recomputations `split` moved); then it falls back to the floor plan or raises."""
+from remat.step_links import StepLink, apply_links
 
 
 @dataclass(frozen=True)
@@ -63,12 +61,15 @@ class StepGraph:
     """Bytes held outside the graphs from the step's boundary to its end (in backward_reserve)."""
 
 
-def combine(graphs: Sequence[RematGraph], carried: int = 0) -> StepGraph:
+def combine(
+    graphs: Sequence[RematGraph], carried: int = 0, links: Sequence[StepLink] = ()
+) -> StepGraph:
     """The step's graphs, in the order autograd runs them, as one RematGraph.
 
     `carried`: bytes the step holds outside its graphs from the first backward op to the end,
     e.g. gradients eager autograd makes for parameters no graph reads; conservatively counted
-    from the boundary on (added to `backward_reserve`).
+    from the boundary on (added to `backward_reserve`). `links`: what run time showed of the
+    gradients between the graphs (see the module's doc); those that do not fit are ignored.
     """
     if not graphs:
         raise ValueError("a step needs at least one graph")
@@ -87,15 +88,22 @@ def combine(graphs: Sequence[RematGraph], carried: int = 0) -> StepGraph:
     for combined, (k, local) in enumerate(op_owner):
         op_ids[k][local] = combined
 
+    linked = apply_links(graphs, tensor_ids, op_ids, links)
+    reads = linked.reads
+    dropped = linked.not_held_to_end
+
     def tensors_of(k: int, local: Sequence[int]) -> tuple[int, ...]:
         return tuple(tensor_ids[k][t] for t in local)
 
     ops = tuple(
-        _renumbered_op(graphs[k].ops[local], combined, prefixes[k], tensor_ids[k])
+        _renumbered_op(graphs[k].ops[local], combined, prefixes[k], reads[k])
         for combined, (k, local) in enumerate(op_owner)
     )
+    ops = linked.applied(ops)
     tensors = tuple(
-        _renumbered_tensor(graphs[k].tensors[local], tensor_ids[k], op_ids[k], prefixes[k])
+        _renumbered_tensor(
+            graphs[k].tensors[local], tensor_ids[k], reads[k], op_ids[k], prefixes[k]
+        )
         for k, local in tensor_owner
     )
     combined_graph = RematGraph(
@@ -103,9 +111,28 @@ def combine(graphs: Sequence[RematGraph], carried: int = 0) -> StepGraph:
         tensors=tensors,
         boundary=boundary,
         inputs=sum((tensors_of(k, g.inputs) for k, g in enumerate(graphs)), ()),
-        late_inputs=sum((tensors_of(k, g.late_inputs) for k, g in enumerate(graphs)), ()),
-        outputs=sum((tensors_of(k, g.outputs) for k, g in enumerate(graphs)), ()),
-        forward_outputs=sum((tensors_of(k, g.forward_outputs) for k, g in enumerate(graphs)), ()),
+        late_inputs=tuple(
+            t
+            for k, g in enumerate(graphs)
+            for t in tensors_of(k, g.late_inputs)
+            if t not in linked.relinked_late
+        ),
+        outputs=tuple(
+            dict.fromkeys(
+                reads[k][t]
+                for k, g in enumerate(graphs)
+                for t in g.outputs
+                if tensor_ids[k][t] not in dropped
+            )
+        ),
+        forward_outputs=tuple(
+            dict.fromkeys(
+                reads[k][t]
+                for k, g in enumerate(graphs)
+                for t in g.forward_outputs
+                if tensor_ids[k][t] not in dropped
+            )
+        ),
         boundary_reserve=max(g.boundary_reserve for g in graphs),
         backward_reserve=max(g.backward_reserve for g in graphs) + carried,
         name="step(" + ",".join(prefixes) + ")",
@@ -140,14 +167,19 @@ def _renumbered_op(op: Op, combined: int, prefix: str, tensor_ids: Sequence[int]
 
 
 def _renumbered_tensor(
-    tensor: Tensor, tensor_ids: Sequence[int], op_ids: Sequence[int], prefix: str
+    tensor: Tensor,
+    tensor_ids: Sequence[int],
+    reads: Sequence[int],
+    op_ids: Sequence[int],
+    prefix: str,
 ) -> Tensor:
+    """`tensor` in the step's numbering; a view of a linked late input views the gradient."""
     return replace(
         tensor,
         id=tensor_ids[tensor.id],
         name=f"{prefix}/{tensor.name}",
         producer=None if tensor.producer is None else op_ids[tensor.producer],
-        alias_of=None if tensor.alias_of is None else tensor_ids[tensor.alias_of],
+        alias_of=None if tensor.alias_of is None else reads[tensor.alias_of],
     )
 
 
@@ -257,132 +289,3 @@ def _moved(step: StepGraph, schedule: Sequence[int], boundary: int) -> tuple[tup
                 moved[k].append(local)
                 break
     return tuple(tuple(ops) for ops in moved)
-
-
-@dataclass(frozen=True)
-class StepPlanResult:
-    """The step planned whole: what each graph runs, and what the step then peaks at."""
-
-    step: StepGraph
-    plans: tuple[Plan, ...]
-    """Per graph, in step order: the plans the per-graph rewriter runs."""
-    combined: Plan
-    """The solver's plan of `step.graph`. Its peak is the solver's; `peak` is what runs."""
-    simulation: Simulation
-    """The per-graph plans joined into the step and replayed on `step.graph`."""
-    budget: int
-    floor: int | None
-    """The whole step's floor (peak of the lowest plan found, as run per graph); None when not
-    asked for. It does not depend on the budget."""
-    solved_budgets: tuple[int, ...]
-    """Budgets the combined graph was solved for: the asked one, then tighter retries."""
-
-    @property
-    def peak(self) -> int:
-        """Simulated peak of the step the per-graph plans run (<= budget)."""
-        return self.simulation.peak
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    combined: Plan
-    plans: tuple[Plan, ...]
-    simulation: Simulation
-
-
-def plan_step(
-    graphs: Sequence[RematGraph],
-    budget: int,
-    solver: str = "auto",
-    *,
-    carried: int = 0,
-    with_floor: bool = True,
-    floor_time_limit: float = 10.0,
-    **config: object,
-) -> StepPlanResult:
-    """Plan a step's graphs together so the step, run graph by graph, peaks at <= `budget`.
-
-    Solves the combined graph, splits the plan per graph and replays the joined step. If moved
-    recomputations (see `split`) push it over the budget, solves again for the budget less the
-    excess, at most MAX_RETRIES times; then takes the floor plan if it fits, else raises
-    InfeasibleBudgetError with the whole step's floor (`find_floor` on the combined graph, as
-    run per graph; it does not depend on `budget`). `with_floor=False` skips the floor search
-    (up to `floor_time_limit` seconds) when the budget is met. `config` goes to the solver.
-    """
-    if isinstance(budget, bool) or not isinstance(budget, int):
-        raise TypeError(f"budget must be an int number of bytes, got {budget!r}")
-    step = combine(graphs, carried)
-    structured = _checkpoint_each_graph(step)
-    tried: list[int] = []
-    target = budget
-    while len(tried) <= MAX_RETRIES and target > 0:
-        tried.append(target)
-        try:
-            candidate = _candidate(step, solve(step.graph, target, solver, **config))
-        except InfeasibleBudgetError:
-            break
-        if candidate.simulation.peak <= budget:
-            floor = _floor(step, floor_time_limit, structured) if with_floor else None
-            if _cheaper_within(structured, candidate, budget):
-                candidate = structured
-            return _result(step, candidate, budget, floor, tried)
-        target -= max(1, candidate.simulation.peak - budget)
-    lowest = _lowest(step, floor_time_limit, structured)
-    if lowest.simulation.peak <= budget:
-        chosen = structured if _cheaper_within(structured, lowest, budget) else lowest
-        return _result(step, chosen, budget, lowest.simulation.peak, tried)
-    raise InfeasibleBudgetError(
-        budget,
-        lowest.simulation.peak,
-        f"the whole step of {len(graphs)} graphs planned together; lowest peak found",
-    )
-
-
-def _checkpoint_each_graph(step: StepGraph) -> _Candidate:
-    """What per-block checkpointing runs, as a step plan: each graph keeps its inputs and the
-    values it cannot recompute, and runs its forward again at the start of its backward."""
-    plans = []
-    for graph in step.graphs:
-        forward = tuple(range(graph.boundary))
-        again = tuple(i for i in forward if graph.ops[i].recomputable)
-        backward = tuple(range(graph.boundary, len(graph.ops)))
-        schedule = (*forward, *again, *backward) if backward else forward
-        plans.append(make_plan(graph, schedule, graph.boundary, solver="checkpoint each graph"))
-    combined = make_plan(step.graph, *_join(step, [(p.schedule, p.boundary) for p in plans]),
-                         solver="checkpoint each graph")  # fmt: skip
-    return _Candidate(combined, tuple(plans), combined.simulation)
-
-
-def _cheaper_within(a: _Candidate, b: _Candidate, budget: int) -> bool:
-    """Whether `a` fits `budget` and recomputes less than `b`."""
-    return a.simulation.peak <= budget and a.simulation.recompute_time < b.simulation.recompute_time
-
-
-def _candidate(step: StepGraph, combined: Plan) -> _Candidate:
-    plans = split(step, combined)
-    return _Candidate(combined, plans, simulate(step.graph, *join(step, plans)))
-
-
-def _lowest(step: StepGraph, time_limit: float, structured: _Candidate) -> _Candidate:
-    """The floor plan of the combined graph, as the per-graph plans run it (per-graph
-    checkpointing among the candidates)."""
-    found = _candidate(step, find_floor(step.graph, time_limit, extra=(structured.combined,)).plan)
-    return min((found, structured), key=lambda c: c.simulation.peak)
-
-
-def _floor(step: StepGraph, time_limit: float, structured: _Candidate) -> int:
-    return _lowest(step, time_limit, structured).simulation.peak
-
-
-def _result(
-    step: StepGraph, candidate: _Candidate, budget: int, floor: int | None, tried: list[int]
-) -> StepPlanResult:
-    return StepPlanResult(
-        step=step,
-        plans=candidate.plans,
-        combined=candidate.combined,
-        simulation=candidate.simulation,
-        budget=budget,
-        floor=floor,
-        solved_budgets=tuple(tried),
-    )

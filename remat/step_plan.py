@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from remat.budget import Budget, InfeasibleBudgetError
 from remat.capture import CapturedGraph
 from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan
 from remat.simulate import Simulation, simulation_of
+
+if TYPE_CHECKING:
+    from remat.gradient_links import GraphIO
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class GraphPlan:
     infeasible: InfeasibleBudgetError | None = None
     """Planned alone, no plan fitted what the budget left it (this error says so); its
     lowest-peak plan ran and the step is planned again whole (see Planner.plan_jointly)."""
+    io: GraphIO | None = field(default=None, compare=False)
+    """What its forward and backward last took and gave (remat.gradient_links)."""
 
     @property
     def over_budget(self) -> bool:
@@ -98,6 +104,11 @@ class StepPlans:
     outside_bytes: int = 0
     """Most bytes a probe step measured outside the graphs at once (FSDP2's buffers, the eager
     code around the blocks; remat.fsdp), counted in `predicted_peak` where they are held."""
+
+    @property
+    def ios(self) -> list[GraphIO | None]:
+        """What each graph's last runs took and gave (remat.gradient_links)."""
+        return [g.io for g in self.graphs]
 
     @property
     def carried_bytes(self) -> int:

@@ -377,17 +377,20 @@ def test_a_graph_broken_step_runs_its_whole_plan_from_the_second_step():
 
 
 def test_a_graph_broken_step_below_its_whole_floor_is_refused_with_that_floor():
+    """Refused at every step with a floor above the budget: on the first step by the graph
+    that cannot fit beside the ones before it, later by the whole step planned together (here
+    both name the same floor: with the gradients seen passing between the graphs counted once,
+    remat.gradient_links, the step's floor is graph 0's with what the others hold)."""
     x = torch.randn(256, 64)
-    floor = _whole_step_floor(x)
-    compiled = _compile(_broken_in_two(), budget=int(0.9 * floor), inner="eager")
+    budget = int(0.7 * _whole_step_floor(x))  # remat.compile's floor, made before any backward
+    compiled = _compile(_broken_in_two(), budget=budget, inner="eager")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.raises((remat.InfeasibleBudgetError, torch._dynamo.exc.BackendCompilerFailed)):
-            for _ in range(2):
+        for _ in range(3):
+            with pytest.raises(
+                (remat.InfeasibleBudgetError, torch._dynamo.exc.BackendCompilerFailed)
+            ) as refused:
                 _step(compiled, x)
-    # Once the step has run, the refusal names the whole step's floor, not a graph's share.
-    with pytest.raises(remat.InfeasibleBudgetError, match="2 graphs planned together") as e:
-        _step(compiled, x)
-    assert e.value.floor > int(0.9 * floor)
-    with pytest.raises(remat.InfeasibleBudgetError):  # and every later step
-        _step(compiled, x)
+            error = getattr(refused.value, "inner_exception", refused.value)
+            assert isinstance(error, remat.InfeasibleBudgetError)
+            assert error.floor > budget

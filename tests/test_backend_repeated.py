@@ -15,6 +15,7 @@ from torch import nn
 
 import remat
 from remat.backend import RematBackend
+from remat.gradient_links import gradient_links
 from remat.measure import measure_peak
 
 
@@ -99,3 +100,25 @@ def test_a_repeated_graph_never_runs_over_the_budget_silently():
         assert error.floor > error.budget
         return
     assert _peak(compiled, torch.randn(256, 64), model) <= budget
+
+
+def test_what_passes_between_the_graphs_is_counted_once():
+    """The step's floor with what run time showed of the tensors passed between the graphs
+    (remat.gradient_links) is below the eager peak; counted apart (each graph's outputs to the
+    step's end, each gradient twice) it was above it. Printed for `pytest -s` (docs/backend.md)."""
+    from remat.backend_step import WholeStep
+    from remat.solvers import find_floor
+    from remat.step_graph import combine
+
+    eager_peak, _, backend, _, _ = _trained(2.0)
+    whole: WholeStep = backend.whole_step
+    step = list(whole.ledger.step)
+    graphs = [g.captured.graph for g in step]
+    links = gradient_links([g.io for g in step])
+    apart = find_floor(combine(graphs).graph, 10.0).plan.predicted_peak
+    linked = find_floor(combine(graphs, links=links).graph, 10.0).plan.predicted_peak
+    print(
+        f"\n{len(graphs)} graphs: eager peak {eager_peak} B, whole-step floor counted apart "
+        f"{apart} B, with {len(links)} links {linked} B"
+    )
+    assert linked < eager_peak < apart

@@ -80,8 +80,8 @@ def test_a_cheaper_joint_plan_is_worth_a_recompile() -> None:
 def test_below_the_steps_floor_the_joint_planner_names_the_floor() -> None:
     graphs = two_chains()
     ran = [keep_all_plan(g) for g in graphs]
-    with pytest.raises(InfeasibleBudgetError, match="pass budget >= 400"):
-        plan_jointly(graphs, ran, 399, **SOLVER)
+    with pytest.raises(InfeasibleBudgetError, match="pass budget >= 500"):
+        plan_jointly(graphs, ran, 499, **SOLVER)
 
 
 def test_plans_and_graphs_must_pair_up() -> None:

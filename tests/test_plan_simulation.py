@@ -26,7 +26,7 @@ from remat.budget import InfeasibleBudgetError
 from remat.ir import Plan, RematGraph
 from remat.simulate import simulate, simulation_of
 from remat.solvers import find_floor, keep_all_plan, solve, solver_names
-from remat.step_graph import plan_step
+from remat.step_solve import plan_step
 
 CONFIG = {"ilp": {"workers": 1, "time_limit": 10.0}, "auto": {"workers": 1}}
 

@@ -111,7 +111,16 @@ def _family(name: str) -> Family:
     return _families[name]
 
 
-@pytest.mark.parametrize("name", FAMILY_NAMES)
+DEFAULT_RUN = ("gpt2", "llama", "bert", "t5", "vit", "resnet")
+"""Families the default run puts through remat.compile's contracts (decoder, encoder,
+encoder-decoder, vision transformer, CNN); the slow tier runs all fourteen (CI time)."""
+
+
+def _param(name: str, default: tuple[str, ...] = DEFAULT_RUN):
+    return pytest.param(name, marks=() if name in default else (pytest.mark.slow,))
+
+
+@pytest.mark.parametrize("name", [_param(n) for n in FAMILY_NAMES])
 def test_loosest_budget_is_no_higher_than_eager(name):
     family = _family(name)
     _, measured = family.check(1.0)
@@ -120,7 +129,7 @@ def test_loosest_budget_is_no_higher_than_eager(name):
     )
 
 
-@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("name", [_param(n) for n in FAMILY_NAMES])
 def test_trains_at_per_block_checkpointings_peak(name):
     family = _family(name)
     compiled, _ = family.check(family.checkpoint_peak)
@@ -188,12 +197,7 @@ BACKEND_DEFAULT_RUN = ("gpt2", "bert", "t5")
 two there); the slow tier runs every family."""
 
 
-def _backend_param(name: str):
-    marks = () if name in BACKEND_DEFAULT_RUN else (pytest.mark.slow,)
-    return pytest.param(name, marks=marks)
-
-
-@pytest.mark.parametrize("name", [_backend_param(n) for n in FAMILY_NAMES])
+@pytest.mark.parametrize("name", [_param(n, BACKEND_DEFAULT_RUN) for n in FAMILY_NAMES])
 def test_backend_trains_at_per_block_checkpointings_peak(name):
     family = _family(name)
     _backend_check(family, family.checkpoint_peak)
