@@ -10,7 +10,11 @@ measured in one run, one after the other:
 - selective checkpointing (SAC: each block under `torch.utils.checkpoint` with a policy that
   saves matmul and attention outputs, torchtitan's op-level save list);
 - `remat.compile` at each checkpointing's peak (the largest over the ranks) as its budget, and
-  at 0.8 of plain FSDP2's; a budget below remat's floor is recorded with the floor it names.
+  at 0.8 of plain FSDP2's; a budget below remat's floor is recorded with the floor it names;
+- the torch.compile backend in torchtitan's pattern (each block `.compile(backend=b)`, one
+  remat backend for the step) at each checkpointing's peak;
+- for each remat run, the seconds of its first three training calls (compiles, the probe step
+  that measures what FSDP2 holds, recompiles under the joint plan): the first-call cost.
 
 The training step is nanoGPT's (`logits, loss = model(x, y); loss.backward()`: the logits
 stay alive through the backward, as remat assumes of a caller); `--drop-logits` trains with
@@ -120,6 +124,30 @@ def _peak_and_grads(
     return {"peak": peak.peak_bytes, "grads": grads}
 
 
+def _backend_model(budget: int) -> nn.Module:
+    """torchtitan's pattern: the sharded model with each block compiled on its own, one remat
+    backend for the step's budget."""
+    model = _model()
+    backend = remat.backend(budget=budget, inner="eager")
+    for block in model.blocks:
+        block.compile(backend=backend)
+    return model
+
+
+def _first_calls(
+    model: nn.Module, tokens: tuple[torch.Tensor, torch.Tensor], drop_logits: bool
+) -> list[float]:
+    """Seconds of each of the first three training calls (ranks in step)."""
+    step = _step(model, tokens, drop_logits)
+    seconds = []
+    for _ in range(3):
+        dist.barrier()
+        started = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 def _interleaved_times(steps: dict[str, Callable[[], None]], rounds: int = 7) -> dict[str, float]:
     """Median seconds per step of each, timed round-robin (one step of each per round), so
     the machine's drift over the run falls on all of them alike."""
@@ -146,6 +174,11 @@ def _grad_error(reference: list[torch.Tensor], grads: list[torch.Tensor]) -> flo
 
 def _worker(rank: int, store: str, out: str, drop_logits: bool) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+    # Every remat run compiles the same Block.forward afresh: past Dynamo's default limit of
+    # 8 cache entries per code object it would run the blocks eagerly (no remat, no error).
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.accumulated_recompile_limit = 256
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
     try:
         data = torch.randint(
             0, CONFIG.vocab_size, (BATCH, CONFIG.block_size + 1),
@@ -161,17 +194,26 @@ def _worker(rank: int, store: str, out: str, drop_logits: bool) -> None:
         budgets["remat at 0.8 of plain FSDP2's peak"] = int(
             0.8 * _agreed_max(runs["plain FSDP2"]["peak"])
         )
+        for peer in ("checkpoint per block", "selective checkpoint (SAC)"):
+            budgets[f"remat backend at {peer}'s peak"] = budgets[f"remat at {peer}'s peak"]
         refused = {}
         for name, budget in budgets.items():
-            compiled = remat.compile(_model(), budget=budget)
+            compiled = (
+                _backend_model(budget)
+                if "backend" in name
+                else remat.compile(_model(), budget=budget)
+            )
             try:
+                first_calls = _first_calls(compiled, tokens, drop_logits)
                 result = _peak_and_grads(compiled, tokens, drop_logits)
             except remat.InfeasibleBudgetError as error:
                 refused[name] = {"rank": rank, "run": name, "budget": budget, "floor": error.floor}
                 continue
             models[name] = compiled
             result["budget"] = budget
-            result["outside"] = next(iter(compiled.remat_plans.values())).outside_bytes
+            result["first_calls_s"] = first_calls
+            if hasattr(compiled, "remat_plans"):
+                result["outside"] = next(iter(compiled.remat_plans.values())).outside_bytes
             runs[name] = result
         steps = {name: _step(m, tokens, drop_logits) for name, m in models.items()}
         times = _interleaved_times(steps)
@@ -213,16 +255,20 @@ def main() -> None:
         ]
     mib = 2**20
     plain = {row["rank"]: row for row in rows if row["run"] == "plain FSDP2"}
-    print(f"{'run':<44} {'rank':>4} {'peak MiB':>9} {'budget':>8} {'time':>7} {'grad err':>9}")
+    print(
+        f"{'run':<44} {'rank':>4} {'peak MiB':>9} {'budget':>8} {'time':>7} {'grad err':>9}"
+        "  first 3 calls, s"
+    )
     for row in rows:
         budget = f"{row['budget'] / mib:8.2f}" if "budget" in row else " " * 8
         if "floor" in row:
             print(f"{row['run']:<44} {row['rank']:>4} refused: floor {row['floor'] / mib:.2f} MiB")
             continue
         ratio = row["time_s"] / plain[row["rank"]]["time_s"]
+        first = " ".join(f"{t:.1f}" for t in row.get("first_calls_s", ()))
         print(
             f"{row['run']:<44} {row['rank']:>4} {row['peak'] / mib:9.2f} {budget} "
-            f"{ratio:6.2f}x {row['grad_error']:9.1e}"
+            f"{ratio:6.2f}x {row['grad_error']:9.1e}  {first}"
         )
     if args.out:
         meta = {"device": "cpu", "world": WORLD, "torch": torch.__version__, "batch": BATCH}

@@ -91,14 +91,19 @@ def compare_with_plain(
     device: torch.device,
     engine: str,
     wrapped: Callable[[], torch.nn.Module],
+    compile_model: Callable[[torch.nn.Module, int], torch.nn.Module] | None = None,
 ) -> None:
     """Measure the plain engine's per-rank peak on a fresh `wrapped()` model, train another
-    under `remat.compile` with a budget resolved against it, and print the remat peak."""
+    under remat with a budget resolved against it (`remat.compile`, or `compile_model(model,
+    budget_bytes)`), and print the remat peak."""
     batch = batches(args, rank, device)
     tokens = batch()
     plain_peak = step_peak(wrapped(), tokens, device)
     budget_bytes = parse_budget(args.budget).resolve(plain_peak)  # a fraction is of plain's
-    compiled = remat.compile(wrapped(), budget=budget_bytes)
+    if compile_model is None:
+        compiled = remat.compile(wrapped(), budget=budget_bytes)
+    else:
+        compiled = compile_model(wrapped(), budget_bytes)
     optimizer = torch.optim.AdamW(compiled.parameters(), lr=1e-3)
     started = time.perf_counter()
     for step in range(args.steps):
@@ -111,7 +116,10 @@ def compare_with_plain(
             print(f"step {step}: loss {loss.item():.3f}", flush=True)
     elapsed = time.perf_counter() - started
     peak = step_peak(compiled, tokens, device)
-    graphs = len(next(iter(compiled.remat_plans.values())).graphs)
+    if hasattr(compiled, "remat_plans"):
+        graphs = len(next(iter(compiled.remat_plans.values())).graphs)
+    else:  # the torch.compile backend: what its last step ran
+        graphs = len(remat.last_plans().graphs)
     print(
         f"rank {rank}: plain {engine} peak {format_bytes(plain_peak)}, budget "
         f"{format_bytes(budget_bytes)}, remat peak {format_bytes(peak)} "

@@ -242,7 +242,9 @@ class RematModule(nn.Module):
         first_call = key not in self._planner.steps
         breaks_before = _break_reasons()
         with dynamo_config.patch(
-            recompile_limit=_RECOMPILE_LIMIT, ignore_logger_methods=_logger_methods()
+            recompile_limit=_RECOMPILE_LIMIT,
+            fail_on_recompile_limit_hit=True,  # else past it Dynamo runs eager: unplanned
+            ignore_logger_methods=_logger_methods(),
         ):
             try:
                 result = compiled(*args, **kwargs)
