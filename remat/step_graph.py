@@ -17,16 +17,16 @@ recomputations and the step ran over, and raises InfeasibleBudgetError stating t
 step's floor.
 
 What the combined graph assumes about the memory between the graphs (conservative: eager
-code between graphs holds these values anyway):
+code between graphs holds these values anyway), unless `links` (what run time showed,
+remat.step_links) say otherwise:
 - a graph's inputs stay inputs (free: what an earlier graph made is counted as its output);
 - a graph's outputs stay outputs and live to the end of the step, so a forward output is
   counted until the end although the next graph may free it earlier (the caller's code may
-  hold it: that cannot be seen), and an input gradient graph k+1 returns is counted as its
-  output and again as graph k's late input -- unless a `GradientLink` says they are one
-  tensor (autograd passed it on, seen at run time): then it lives from graph k+1's backward
-  until graph k's backward has read it, once;
-- a graph's late inputs (output gradients) not linked count from the step's boundary, not
-  from when the later graph's backward makes them;
+  hold it), and an input gradient graph k+1 returns is counted as its output and again as
+  graph k's late input;
+- a graph's late inputs (output gradients) count from the step's boundary, not from when the
+  later graph's backward makes them, until that graph's backward returns (always: it holds
+  them until then, remat.step_links);
 - `boundary_reserve` and `backward_reserve` are the largest of the graphs': they stand for the
   caller's loss and its seed gradient, held once per step between the last forward and the
   first backward, not once per graph; `carried` bytes come on top of `backward_reserve`.
@@ -34,7 +34,7 @@ code between graphs holds these values anyway):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from remat.ir import Op, Plan, PlanStatus, RematGraph, Tensor
@@ -90,10 +90,19 @@ def combine(
 
     linked = apply_links(graphs, tensor_ids, op_ids, links)
     reads = linked.reads
-    dropped = linked.not_held_to_end
 
     def tensors_of(k: int, local: Sequence[int]) -> tuple[int, ...]:
         return tuple(tensor_ids[k][t] for t in local)
+
+    def held_to_end(outputs_of: Callable[[RematGraph], Sequence[int]]) -> tuple[int, ...]:
+        """The graphs' outputs the links left held to the step's end, as the ops read them."""
+        kept = (
+            reads[k][t]
+            for k, g in enumerate(graphs)
+            for t in outputs_of(g)
+            if tensor_ids[k][t] not in linked.not_held_to_end
+        )
+        return tuple(dict.fromkeys(kept))
 
     ops = tuple(
         _renumbered_op(graphs[k].ops[local], combined, prefixes[k], reads[k])
@@ -117,22 +126,8 @@ def combine(
             for t in tensors_of(k, g.late_inputs)
             if t not in linked.relinked_late
         ),
-        outputs=tuple(
-            dict.fromkeys(
-                reads[k][t]
-                for k, g in enumerate(graphs)
-                for t in g.outputs
-                if tensor_ids[k][t] not in dropped
-            )
-        ),
-        forward_outputs=tuple(
-            dict.fromkeys(
-                reads[k][t]
-                for k, g in enumerate(graphs)
-                for t in g.forward_outputs
-                if tensor_ids[k][t] not in dropped
-            )
-        ),
+        outputs=held_to_end(lambda g: g.outputs),
+        forward_outputs=held_to_end(lambda g: g.forward_outputs),
         boundary_reserve=max(g.boundary_reserve for g in graphs),
         backward_reserve=max(g.backward_reserve for g in graphs) + carried,
         name="step(" + ",".join(prefixes) + ")",

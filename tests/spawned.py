@@ -10,6 +10,7 @@ from typing import Any
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
 WORLD = 2
 
@@ -28,3 +29,12 @@ def _rank(rank: int, measure: Callable[..., dict], folder: str, args: tuple) -> 
         Path(folder, f"rank{rank}.json").write_text(json.dumps(measure(rank, *args)))
     finally:
         dist.destroy_process_group()
+
+
+def grad_error(reference: nn.Module, model: nn.Module) -> float:
+    """The largest relative error of `model`'s gradients against `reference`'s, parameter by
+    parameter (both after a backward)."""
+    return max(
+        ((a.grad - b.grad).norm() / a.grad.norm()).item()
+        for a, b in zip(reference.parameters(), model.parameters(), strict=True)
+    )

@@ -16,8 +16,8 @@ import warnings
 
 import pytest
 import torch
-from spawned import on_ranks
-from test_distributed_fsdp import _measure, _model, _unsharded
+from spawned import grad_error, on_ranks
+from test_distributed_fsdp import _measure, _model, _tokens, _unsharded
 
 import remat
 
@@ -31,8 +31,7 @@ STEPS = 4
 
 
 def _backend_rank(rank: int, pattern: str, fraction: float) -> dict:
-    data = torch.randint(0, 256, (4, 129), generator=torch.Generator().manual_seed(rank))
-    tokens = (data[:, :-1].contiguous(), data[:, 1:].contiguous())
+    tokens = _tokens(rank)
     plain = _model()
     plain_peak = _measure(plain, tokens)
     budget = int(fraction * plain_peak)
@@ -58,10 +57,6 @@ def _backend_rank(rank: int, pattern: str, fraction: float) -> dict:
     for each in (plain, run):
         each.zero_grad(set_to_none=True)
         each(*tokens)[1].backward()
-    errors = [
-        ((a.grad - b.grad).norm() / a.grad.norm()).item()
-        for a, b in zip(plain.parameters(), model.parameters(), strict=True)
-    ]
     report = backend.last_plans
     assert report is not None
     probe = backend.whole_step.probe
@@ -72,7 +67,7 @@ def _backend_rank(rank: int, pattern: str, fraction: float) -> dict:
         "predicted": report.predicted_peak,
         "graphs": len(report.graphs),
         "measured_outside": probe.profile.peak if probe and probe.profile else None,
-        "grad_error": max(errors),
+        "grad_error": grad_error(plain, model),
         "warnings": [str(w.message) for w in caught if "remat" in str(w.message)],
     }
 

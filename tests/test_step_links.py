@@ -11,14 +11,15 @@ from remat.solvers import keep_all_plan
 from remat.step_graph import combine, join
 from remat.step_links import GradientLink, ReleasedOutput, SourceLink
 
-# Tensor ids of the two graphs below (GraphBuilder numbers them in creation order).
-A_OUT, A_TANGENT, A_GRAD = 2, 3, 5
-B_IN, B_TANGENT, B_GRAD = 0, 3, 5
+# Tensor ids in each block (GraphBuilder numbers them in creation order).
+IN, OUT, TANGENT, GRAD = 0, 2, 3, 5
+A_OUT, A_TANGENT, A_GRAD = OUT, TANGENT, GRAD
+B_IN, B_TANGENT, B_GRAD = IN, TANGENT, GRAD
 
 
-def block_a() -> RematGraph:
-    """x -> f0 -> f1 (handed to b); backward: t -> g1 (reads f0) -> g0, the gradient of x."""
-    builder = GraphBuilder("a")
+def block(name: str) -> RematGraph:
+    """x -> f0 -> f1 (handed on); backward: t -> g1 (reads f0) -> g0, the gradient of x."""
+    builder = GraphBuilder(name)
     x = builder.input("x")
     f0 = builder.op("f0", [x], 100, 1.0)
     f1 = builder.op("f1", [f0], 100, 1.0)
@@ -26,22 +27,17 @@ def block_a() -> RematGraph:
     tangent = builder.input("t", 100, late=True)
     g1 = builder.op("g1", [tangent, f0], 100, 1.0)
     g0 = builder.op("g0", [g1], 100, 1.0)
-    assert (f1, tangent, g0) == (A_OUT, A_TANGENT, A_GRAD)
+    assert (x, f1, tangent, g0) == (IN, OUT, TANGENT, GRAD)
     return builder.build(outputs=[f1, g0], forward_outputs=[f1])
 
 
+def block_a() -> RematGraph:
+    """The first block: its f1 is block b's x."""
+    return block("a")
+
+
 def block_b() -> RematGraph:
-    """y (a's f1) -> h0 -> h1; backward: u -> k1 (reads h0) -> k0, the gradient of y."""
-    builder = GraphBuilder("b")
-    y = builder.input("y")
-    h0 = builder.op("h0", [y], 100, 1.0)
-    h1 = builder.op("h1", [h0], 100, 1.0)
-    builder.start_backward()
-    tangent = builder.input("u", 100, late=True)
-    k1 = builder.op("k1", [tangent, h0], 100, 1.0)
-    k0 = builder.op("k0", [k1], 100, 1.0)
-    assert (y, tangent, k0) == (B_IN, B_TANGENT, B_GRAD)
-    return builder.build(outputs=[h1, k0], forward_outputs=[h1])
+    return block("b")
 
 
 LINKS = (
