@@ -23,6 +23,8 @@ class _Builder:
     tensors: list[Tensor] = field(default_factory=list)
     inputs: list[int] = field(default_factory=list)
     phase: Phase = Phase.FORWARD
+    path: str = ""
+    """Module path of the ops being built (the block's, as `h.<layer>`)."""
 
     def tensor(
         self, name: str, elements: int, producer: int | None, view: int | None = None
@@ -45,8 +47,11 @@ class _Builder:
         seconds = 1e-7 if view_of is not None else max(flops / _FLOPS, moved / _BANDWIDTH)
         kind = "aten.mm" if flops else "aten.pointwise"
         self.ops.append(
-            Op(op_id, name, kind, tuple(inputs), tuple(made), seconds, flops, self.phase)
-        )
+            Op(
+                op_id, name, kind, tuple(inputs), tuple(made), seconds, flops, self.phase,
+                module_path=self.path,
+            )
+        )  # fmt: skip
         return made
 
 
@@ -67,7 +72,9 @@ def gpt_like(shape: GptShape) -> RematGraph:
     b.inputs.append(x)
     saved: list[tuple[str, list[int], list[int], int]] = []
     for layer in range(shape.layers):
+        b.path = f"h.{layer}"
         x = _block(b, shape, layer, x, saved)
+    b.path = ""
     (loss,) = b.op("loss", [x], [("loss", 1)], tokens * shape.dim * 2)
     boundary = len(b.ops)
     b.phase = Phase.BACKWARD

@@ -25,6 +25,7 @@ from remat.inner import InnerCompilers, untracked_compiler
 from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan, plan_jointly, resolve_step_budget, same_structure
 from remat.outside import OUTSIDE_NOTE, OutsideProfile, placed_outside
+from remat.redundant_copies import drop_redundant_clones
 from remat.rewrite import rewrite
 from remat.step_plan import GraphPlan, GraphRequest, PlanOptions, StepPlans
 from remat.tangents import absent_tangents, accept_missing_gradients, defer_tangents
@@ -289,6 +290,7 @@ class Planner:
 
         started = time.perf_counter()
         step = self.plans_for(self.current_key)
+        drop_redundant_clones(joint)
         device = graph_device(list(joint.graph.nodes))
         absent: frozenset[str] = frozenset()
         if defer:

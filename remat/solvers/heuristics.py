@@ -13,6 +13,7 @@ from remat.solvers.shave import shaved_plans
 from remat.solvers.split import split_plans
 from remat.solvers.sqrt import sqrt_family
 from remat.solvers.structured import structured_family
+from remat.solvers.template import template_plans
 
 
 @per_graph
@@ -39,13 +40,16 @@ def budget_free_plans(graph: RematGraph) -> tuple[Plan, ...]:
     return tuple(plans)
 
 
-def warm_start_plans(graph: RematGraph, budget: int, copies: int, deadline: float) -> list[Plan]:
-    """Every heuristic plan for `budget`: the budget-free ones, eviction, structured plans
-    shaved to the budget, splitting.
+def warm_start_plans(
+    graph: RematGraph, budget: int, copies: int, deadline: float, template_deadline: float
+) -> list[Plan]:
+    """Every heuristic plan for `budget`: the budget-free ones, repeated blocks solved once
+    (until `template_deadline`), eviction, structured plans shaved to the budget, splitting.
 
     Shaving and splitting (with its pruning) stop at `deadline`; the others are quick.
     """
-    plans = [*budget_free_plans(graph), *eviction_plans(graph, budget, deadline)]
+    plans = [*budget_free_plans(graph), *template_plans(graph, budget, template_deadline)]
+    plans += eviction_plans(graph, budget, deadline)
     plans += shaved_plans(graph, budget, deadline)
     if time.perf_counter() < deadline:
         plans += split_plans(graph, budget, copies, deadline)
