@@ -76,7 +76,10 @@ others, where CP-SAT does better with the time (random_layered_n100 at 0.8: opti
 after 4 chains, 9 s after one)."""
 _REACH_SHARE = 0.5
 """Most of the remaining time the search for a first plan within the budget may take."""
-_WRAP_UP_SHARE = 0.03
+_BUILD_S_PER_READ = 2e-4
+"""Seconds per read (edge) that building a retention model may take (measured 1.1e-4 on this
+CPU; doubled for a loaded machine)."""
+_WRAP_UP_SHARE = 0.05
 _WRAP_UP_MAX_S = 1.5
 """Time kept back from the limit for what follows the last search (decoding, the simulator's
 replay, the result): the limit covers the whole solve."""
@@ -241,7 +244,7 @@ class IlpSolver:
         """A first plan within the budget when no heuristic has one: CP-SAT minimising the
         excess of the peak over the budget, from the lowest-peak heuristic plan."""
         until = time.perf_counter() + (deadline - time.perf_counter()) * _REACH_SHARE
-        if until - time.perf_counter() <= 0.05:
+        if until - time.perf_counter() <= _build_seconds(problem):
             return None
         built = RetentionModel(problem, problem.capacity(budget), minimize="reach")
         left = until - time.perf_counter()
@@ -269,7 +272,7 @@ class IlpSolver:
         first: CpSatRun | None = None
         for attempt in range(self.config.retries + 1):
             left = deadline - time.perf_counter()
-            if left <= 0.05 or capacity < 0:
+            if left <= _build_seconds(problem) or capacity < 0:
                 break
             built = RetentionModel(problem, capacity)
             hint = _first_representable(built, starts) if self.config.hint else None
@@ -297,7 +300,7 @@ class IlpSolver:
     ) -> Plan:
         """Among plans as cheap as an optimal one, the one with the lowest peak."""
         left = deadline - time.perf_counter()
-        if not (self.config.tie_break and run.optimal and left > 0.05):
+        if not (self.config.tie_break and run.optimal and left > _build_seconds(problem)):
             return plan
         built = RetentionModel(
             problem, problem.capacity(budget), minimize="peak", max_cost=run.objective
@@ -340,6 +343,12 @@ class IlpSolver:
             solve_s=seconds,
             notes=notes,
         )
+
+
+def _build_seconds(problem: Problem) -> float:
+    """Time to build a CP-SAT model of `problem`, with margin: not started with less left (HF
+    GPT-2, 96 layers, 21k reads: 2.3 s to build, which once ran a 30 s solve to 39 s)."""
+    return 0.05 + _BUILD_S_PER_READ * sum(len(reads) for reads in problem.reads)
 
 
 def _first_representable(built: RetentionModel, plans: list[Plan]) -> tuple[int, ...] | None:

@@ -10,7 +10,9 @@ fits, then add back or swap classes while the plan stays within the budget and g
 finds a uniform kept set. The number of classes does not grow with depth, so a 96-block step
 takes as many moves as a 12-block one; each move is one fast replay of the whole graph.
 
-Saved values outside the blocks (embeddings, the head, the loss) are classes of one. The result
+Saved values outside the blocks (embeddings, the head, the loss), and those of a block that
+matches fewer than two others (T5's first block, which holds the position bias), are classes
+of one. The result
 is a warm start like the other heuristics: the ILP's local search and CP-SAT refine it value
 by value, so the returned plan is never worse than the template's.
 """
@@ -25,9 +27,11 @@ from remat.ir import Plan, RematGraph
 from remat.solvers._common import fast_plan
 from remat.solvers._fastsim import FastResult, fast_simulate
 from remat.solvers._per_graph import per_graph
-from remat.solvers.lazy import Schedule, schedule_from_kept, structure
+from remat.solvers.lazy import Schedule, Structure, schedule_from_kept, structure
 from remat.solvers.structured import Level, block_levels, boundary_kept, selective_kept
 
+_FEWEST = 3
+"""Matching blocks a set needs to be tied (fewer gain little over deciding each value)."""
 _GROUPS = (1, 2)
 """Blocks tied per group: one (every block alike) and two (every other block alike)."""
 _SMALL = 0.01
@@ -42,6 +46,7 @@ class Template:
     level: Level
     """The blocks (structured.block_levels)."""
     blocks: int
+    """Blocks tied (those that match at least two others)."""
     group: int
     """Blocks per group: the classes tie the same position of every group."""
     classes: tuple[tuple[int, ...], ...]
@@ -50,55 +55,56 @@ class Template:
 
 @per_graph
 def find_templates(graph: RematGraph) -> tuple[Template, ...]:
-    """Templates of the level with the most matching blocks (at least 3): blocks one at a time,
-    and in pairs (every other block's values alike: the every-2-blocks plans and their kin).
-    Empty when no level matches."""
+    """Templates of the first level (most blocks first) where at least 3 blocks match: blocks
+    one at a time, and in pairs (every other block alike: the every-2-blocks plans and their
+    kin). Blocks that match fewer than 3 others (T5's first block, with its position bias; a
+    ResNet stage's first block, which changes the width) have their values decided one by one.
+    Empty when no level has 3 matching blocks."""
     info = structure(graph)
     droppable = set(info.saved) - info.forced
     for level in block_levels(graph):
-        blocks = [sorted(block) for block in level.blocks]
-        if len(blocks) < 3 or not _matching(graph, blocks):
+        alike: dict[tuple[object, ...], list[list[int]]] = {}
+        for block in level.blocks:
+            ordered = sorted(block)
+            alike.setdefault(_signature(graph, ordered), []).append(ordered)
+        matched = sorted((b for b in alike.values() if len(b) >= _FEWEST), key=len, reverse=True)
+        if not matched:
             continue
-        found = []
-        for group in _GROUPS:
-            if len(blocks) >= 2 * group:
-                classes = _classes(graph, blocks, group, droppable, info.storage_bytes)
-                found.append(Template(level, len(blocks), group, classes))
-        return tuple(found)
+        count = sum(len(blocks) for blocks in matched)
+        return tuple(
+            Template(level, count, group, _classes(graph, matched, group, droppable, info))
+            for group in _GROUPS
+            if len(matched[0]) >= 2 * group
+        )
     return ()
 
 
 def _classes(
     graph: RematGraph,
-    blocks: Sequence[Sequence[int]],
+    matched: Sequence[Sequence[Sequence[int]]],
     group: int,
     droppable: set[int],
-    storage_bytes: Sequence[int],
+    info: Structure,
 ) -> tuple[tuple[int, ...], ...]:
-    """Per position in a group of `group` blocks, its droppable tensors in every group; then the
-    droppable tensors outside the blocks, one class each; classes too small to matter left out."""
+    """Per set of matching blocks and position in a group of `group` of them (one where the set
+    is too small for pairs), its droppable tensors in every group; then the other droppable
+    tensors, one class each; classes too small to matter left out."""
     classes: list[tuple[int, ...]] = []
     tied: set[int] = set()
-    for offset in range(group):
-        members_of = blocks[offset::group]
-        for position, op_id in enumerate(blocks[offset]):
-            for index in range(len(graph.ops[op_id].outputs)):
-                members = tuple(graph.ops[b[position]].outputs[index] for b in members_of)
-                tied.update(members)
-                if all(tensor in droppable for tensor in members):
-                    classes.append(members)
+    for blocks in matched:
+        size = group if len(blocks) >= 2 * group else 1
+        for offset in range(size):
+            members_of = blocks[offset::size]
+            for position, op_id in enumerate(blocks[offset]):
+                for index in range(len(graph.ops[op_id].outputs)):
+                    members = tuple(graph.ops[b[position]].outputs[index] for b in members_of)
+                    tied.update(members)
+                    if all(tensor in droppable for tensor in members):
+                        classes.append(members)
     classes += [(tensor,) for tensor in sorted(droppable - tied)]
-    size = [max(storage_bytes[tensor] for tensor in members) for members in classes]
-    largest = max(size, default=0)
-    return tuple(c for c, b in zip(classes, size, strict=True) if b >= _SMALL * largest)
-
-
-def _matching(graph: RematGraph, blocks: Sequence[Sequence[int]]) -> bool:
-    """Every block has the first one's ops, output sizes and wiring, position by position."""
-    if len({len(block) for block in blocks}) != 1:
-        return False
-    signatures = {_signature(graph, block) for block in blocks}
-    return len(signatures) == 1
+    sizes = [max(info.storage_bytes[tensor] for tensor in members) for members in classes]
+    largest = max(sizes, default=0)
+    return tuple(c for c, b in zip(classes, sizes, strict=True) if b >= _SMALL * largest)
 
 
 def _signature(graph: RematGraph, block: Sequence[int]) -> tuple[object, ...]:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from test_structured import layered
 
+from remat.ir import RematGraph
 from remat.simulate import simulate
 from remat.solvers import keep_all_plan, solve
 from remat.solvers.lazy import structure
@@ -26,11 +27,27 @@ def test_matching_blocks_tie_each_position_across_blocks() -> None:
     assert (ids["e"],) in one.classes
 
 
-def test_blocks_that_differ_make_no_template() -> None:
+def _widened(graph: RematGraph, tensors: list[int]) -> RematGraph:
+    """`graph` with each of `tensors` one byte larger (its block no longer matches)."""
+    changed = list(graph.tensors)
+    for tensor in tensors:
+        changed[tensor] = replace(changed[tensor], bytes=changed[tensor].bytes + 1)
+    return replace(graph, tensors=tuple(changed))
+
+
+def test_a_block_that_differs_is_decided_alone_and_the_rest_stay_tied() -> None:
     graph, ids = layered(BLOCKS)
-    tensors = list(graph.tensors)
-    tensors[ids["a3"]] = replace(tensors[ids["a3"]], bytes=tensors[ids["a3"]].bytes + 1)
-    assert find_templates(replace(graph, tensors=tuple(tensors))) == ()
+    one, _ = find_templates(_widened(graph, [ids["a3"]]))
+    assert one.blocks == BLOCKS - 1
+    assert tuple(ids[f"a{i}"] for i in (0, 1, 2, 4, 5)) in one.classes
+    assert (ids["a3"],) in one.classes and (ids["b3"],) in one.classes
+
+
+def test_fewer_than_three_matching_blocks_make_no_template() -> None:
+    graph, ids = layered(4)
+    (one,) = find_templates(_widened(graph, [ids["a3"]]))  # three match: tied, no pairs
+    assert one.blocks == 3
+    assert find_templates(_widened(graph, [ids["a2"], ids["a3"]])) == ()  # two pairs
 
 
 def test_template_plans_fit_and_decide_each_class_for_every_block() -> None:
