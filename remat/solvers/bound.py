@@ -16,6 +16,7 @@ It also gives the floor a lower bound: no plan's peak is below the largest fixed
 from __future__ import annotations
 
 import bisect
+import time
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
@@ -136,8 +137,10 @@ def solve_relaxation(
     """The relaxation's bound and best solution; None if the budget is below its floor.
 
     Only the steps most over the budget are constrained, up to `max_terms` coefficients (any
-    subset of the steps still gives a valid bound, a weaker one).
+    subset of the steps still gives a valid bound, a weaker one). `time_limit` covers building
+    the model too (on a 15k-op graph that took 2.7 of 11.7 s when it did not).
     """
+    started = time.perf_counter()
     relaxed = relaxation(graph)
     problem = relaxed.problem
     capacity = problem.capacity(budget)
@@ -152,7 +155,7 @@ def solve_relaxation(
         model.add(kept + sum(extra.get(position, [])) <= capacity - relaxed.fixed[position])
     model.minimize(_cost(model, relaxed, dropped) + extra_cost)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = time_limit
+    solver.parameters.max_time_in_seconds = max(0.05, time_limit - (time.perf_counter() - started))
     solver.parameters.num_workers = workers
     status = solver.solve(model)
     if status == cp_model.INFEASIBLE:

@@ -91,7 +91,14 @@ def improve(
     current_cost = best_cost = fast_simulate(graph, *best).recompute_time
     moves = last_gain = 0
     patience = max(_PATIENCE, 3 * count)
-    while time.perf_counter() < deadline and moves - last_gain < patience:
+    longest, move_began = 0.0, time.perf_counter()
+    while moves - last_gain < patience:
+        now = time.perf_counter()
+        if moves:  # a move may run past the deadline: stop when the longest one would
+            longest = max(longest, now - move_began)
+        if now + longest >= deadline:
+            break
+        move_began = now
         if best_cost <= floor_cost * (1 + 1e-9):
             break
         moves += 1
