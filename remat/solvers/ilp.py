@@ -55,11 +55,11 @@ recompute of the rest at half the keep-all peak), so it runs first, and what it 
 _HEURISTIC_SHARE goes to the other heuristics."""
 _BOUND_SHARE = 0.15
 """Share of the time limit the gap relaxation's bound may take (bound.py)."""
-_BOUND_SHARE_TEMPLATED = 0.3
+_BOUND_SHARE_TEMPLATED = 0.4
 """The share on graphs with repeated blocks, where the template search supplies the plan and
 the bound needs the time (HF GPT-2, 48 layers at 0.7 of keep-all: 0.04% of the step proven
-in 3 s, 0.94% in 6 s, against a plan of 1.0%)."""
-_BOUND_MAX_S = 10.0
+in 3 s, 0.94% in 6 s, against a plan of 1.0%; 96 layers needs ~9 s besides building)."""
+_BOUND_MAX_S = 12.0
 _BOUND_TERMS_PER_S = 50_000
 """Coefficients the relaxation may have per second it is given (building it takes time too)."""
 _LOCAL_SHARE = 0.4
