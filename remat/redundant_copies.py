@@ -6,13 +6,14 @@ become `aten.clone` in the functional joint graph, where eager returns its input
 each clone is a real allocation and a memory pass, so with nothing recomputed the step was both
 slower and larger than eager's. A clone can go when nothing could tell it apart from its input:
 the input is an intermediate (not a graph input: AOTAutograd decided the outputs' aliasing
-before the partition), neither is a graph output, nothing writes into either, and the clone
-has the input's strides (so a later `view` sees the same layout).
+before the partition), neither is a graph output nor viewed by one, nothing writes into
+either, and the clone has the input's strides (so a later `view` sees the same layout).
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable
 
 import torch
 import torch.fx as fx
@@ -24,7 +25,7 @@ def drop_redundant_clones(joint: fx.GraphModule) -> int:
     """Replace each droppable `aten.clone` by its input, in place; returns how many went."""
     graph = joint.graph
     (output,) = [node for node in graph.nodes if node.op == "output"]
-    returned = {leaf for leaf in tree_leaves(output.args) if isinstance(leaf, fx.Node)}
+    returned = _aliased_by(leaf for leaf in tree_leaves(output.args) if isinstance(leaf, fx.Node))
     dropped = 0
     for node in list(graph.nodes):
         if not _droppable(node, returned):
@@ -35,6 +36,23 @@ def drop_redundant_clones(joint: fx.GraphModule) -> int:
     if dropped:
         joint.recompile()
     return dropped
+
+
+def _aliased_by(outputs: Iterable[fx.Node]) -> set[fx.Node]:
+    """The outputs and every node they are views of (a view of a dropped clone would alias the
+    clone's input in what the graph returns)."""
+    seen: set[fx.Node] = set()
+    stack = list(outputs)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        schema = getattr(node.target, "_schema", None)
+        returns_view = schema is not None and any(r.alias_info is not None for r in schema.returns)
+        if returns_view and node.args and isinstance(node.args[0], fx.Node):
+            stack.append(node.args[0])
+    return seen
 
 
 def _droppable(node: fx.Node, returned: set[fx.Node]) -> bool:
