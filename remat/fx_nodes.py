@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.fx as fx
@@ -78,16 +79,27 @@ def is_pure(node: fx.Node) -> bool:
     if not isinstance(target, OpOverload):
         return False
     schema = target._schema
-    if schema.is_mutable or any(a.alias_info and a.alias_info.is_write for a in schema.arguments):
+    if writes_an_argument(schema):
         return False
     return not schema.name.endswith("_")
+
+
+def writes_an_argument(schema: torch.FunctionSchema) -> bool:
+    """The op may write into one of its arguments (in-place, out=, or a mutable schema)."""
+    return schema.is_mutable or any(
+        a.alias_info is not None and a.alias_info.is_write for a in schema.arguments
+    )
 
 
 def is_getitem(node: fx.Node) -> bool:
     return node.op == "call_function" and node.target is operator.getitem
 
 
-def ancestors(roots: list[fx.Node]) -> set[fx.Node]:
+def ancestors(
+    roots: Iterable[fx.Node],
+    parents: Callable[[fx.Node], Iterable[fx.Node]] = lambda node: node.all_input_nodes,
+) -> set[fx.Node]:
+    """`roots` and every node reachable from them through `parents` (by default, all inputs)."""
     seen: set[fx.Node] = set()
     stack = list(roots)
     while stack:
@@ -95,7 +107,7 @@ def ancestors(roots: list[fx.Node]) -> set[fx.Node]:
         if node in seen:
             continue
         seen.add(node)
-        stack.extend(node.all_input_nodes)
+        stack.extend(parents(node))
     return seen
 
 

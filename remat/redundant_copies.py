@@ -13,11 +13,11 @@ either, and the clone has the input's strides (so a later `view` sees the same l
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
 
 import torch
 import torch.fx as fx
 
+from remat.fx_nodes import ancestors, writes_an_argument
 from remat.torch_internals import tree_leaves
 
 
@@ -25,7 +25,9 @@ def drop_redundant_clones(joint: fx.GraphModule) -> int:
     """Replace each droppable `aten.clone` by its input, in place; returns how many went."""
     graph = joint.graph
     (output,) = [node for node in graph.nodes if node.op == "output"]
-    returned = _aliased_by(leaf for leaf in tree_leaves(output.args) if isinstance(leaf, fx.Node))
+    # the outputs and what they are views of: a view of a dropped clone would alias its input
+    outputs = (leaf for leaf in tree_leaves(output.args) if isinstance(leaf, fx.Node))
+    returned = ancestors(outputs, _viewed)
     dropped = 0
     for node in list(graph.nodes):
         if not _droppable(node, returned):
@@ -38,21 +40,12 @@ def drop_redundant_clones(joint: fx.GraphModule) -> int:
     return dropped
 
 
-def _aliased_by(outputs: Iterable[fx.Node]) -> set[fx.Node]:
-    """The outputs and every node they are views of (a view of a dropped clone would alias the
-    clone's input in what the graph returns)."""
-    seen: set[fx.Node] = set()
-    stack = list(outputs)
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        schema = getattr(node.target, "_schema", None)
-        returns_view = schema is not None and any(r.alias_info is not None for r in schema.returns)
-        if returns_view and node.args and isinstance(node.args[0], fx.Node):
-            stack.append(node.args[0])
-    return seen
+def _viewed(node: fx.Node) -> list[fx.Node]:
+    """The node a view op returns a view of (none for other ops)."""
+    schema = getattr(node.target, "_schema", None)
+    returns_view = schema is not None and any(r.alias_info is not None for r in schema.returns)
+    source = node.args[0] if returns_view and node.args else None
+    return [source] if isinstance(source, fx.Node) else []
 
 
 def _droppable(node: fx.Node, returned: set[fx.Node]) -> bool:
@@ -74,10 +67,7 @@ def _droppable(node: fx.Node, returned: set[fx.Node]) -> bool:
 
 def _writes(node: fx.Node) -> bool:
     """The node may write into one of its arguments (an in-place or out= op)."""
-    target = node.target
-    schema = getattr(target, "_schema", None)
+    schema = getattr(node.target, "_schema", None)
     if schema is None:  # the output node, getitem; anything else unknown counts as writing
-        return node.op == "call_function" and target is not operator.getitem
-    return schema.is_mutable or any(
-        a.alias_info is not None and a.alias_info.is_write for a in schema.arguments
-    )
+        return node.op == "call_function" and node.target is not operator.getitem
+    return writes_an_argument(schema)
