@@ -59,10 +59,13 @@ def graph_flops(gm: fx.GraphModule) -> int:
 
 
 def flops_of(run: Callable[[], object]) -> int:
-    """FLOPs an eager step performs, counted by PyTorch's FlopCounterMode."""
+    """FLOPs an eager step performs, counted by PyTorch's FlopCounterMode (CPU's fused attention
+    included, which it counts as 0 by itself: remat's counts include it)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    from remat.cost.flops import counter_mapping
+
+    with FlopCounterMode(display=False, custom_mapping=counter_mapping()) as counter:
         run()
     return int(counter.get_total_flops())
 

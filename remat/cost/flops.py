@@ -62,6 +62,22 @@ def formula_for(target: object) -> Any | None:
     return None
 
 
+def counter_mapping() -> dict[Any, Any]:
+    """`FlopCounterMode(custom_mapping=...)` that counts CPU's fused attention as `node_flops`
+    does, so eager steps counted by FlopCounterMode compare with remat's counts."""
+
+    def counted_as(packet: Any) -> Any:
+        formula = flop_registry[packet]  # already takes tensors (registered shape-wrapped)
+
+        def count(*args: Any, **kwargs: Any) -> Any:
+            return formula(*args, **kwargs)
+
+        count._get_raw = True  # type: ignore[attr-defined]
+        return count
+
+    return {cpu: counted_as(packet) for cpu, packet in _SAME_FORMULA_AS.items()}
+
+
 def node_flops(node: fx.Node) -> int:
     """FLOPs of one execution of `node`; 0 for placeholders, views and ops with no formula."""
     if node.op != "call_function":

@@ -110,6 +110,17 @@ def test_cpu_attention_uses_flash_formulas() -> None:
     assert node_flops(bwd[0]) == 5 * matmul  # dV, dP, dQ, dK, and the recomputed QK^T
 
 
+def test_flop_counter_mapping_counts_cpu_attention_as_node_flops_do() -> None:
+    """Eager steps counted by FlopCounterMode (the benchmarks' peers) and remat's graphs must
+    count CPU's fused attention alike, or a peer's recompute looks cheaper than it is."""
+    b, h, s, d = 2, 3, 16, 8
+    q, k, v = (torch.randn(b, h, s, d, requires_grad=True) for _ in range(3))
+    with FlopCounterMode(display=False, custom_mapping=flops_module.counter_mapping()) as counter:
+        F.scaled_dot_product_attention(q, k, v).sum().backward()
+    matmul = 2 * b * h * s * s * d
+    assert counter.get_total_flops() == 7 * matmul  # 2 forward, 5 backward, as above
+
+
 def test_unreadable_arguments_give_zero_and_warn(caplog, monkeypatch) -> None:
     monkeypatch.setattr(flops_module, "_warned", set())  # the warning is once per op per process
     graph = fx.Graph()
