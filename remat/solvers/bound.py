@@ -35,6 +35,13 @@ class Gap:
     """Position of the read that closes it (len(ops) for the end of the step)."""
     size: int
     """Memory units."""
+    holds_boundary: bool = True
+    """Whether the value is held between the parts when the gap spans them (the forward part of
+    a forward output's gap is not: what is held there is the instance returned, fixed)."""
+
+    def spans(self, boundary: int) -> bool:
+        """Whether the gap's value is held at the boundary unless the gap is dropped."""
+        return self.holds_boundary and self.after < boundary <= self.before
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,7 @@ def relaxation(graph: RematGraph) -> Relaxation:
     for op in graph.ops:
         for tensor in problem.reads[op.id]:
             reads.setdefault(tensor, []).append(op.id)
-    for tensor in graph.outputs:
+    for tensor in _with_storages(graph, graph.outputs):
         reads.setdefault(tensor, []).append(count)
     fixed = [0] * (count + 1)
     for op in graph.ops:
@@ -77,6 +84,7 @@ def relaxation(graph: RematGraph) -> Relaxation:
             if tensor not in problem.reads[position]:
                 fixed[position] += problem.size[tensor]
     gaps = []
+    pinned = _with_storages(graph, graph.forward_outputs)
     for tensor in range(len(graph.tensors)):
         producer = graph.tensors[tensor].producer
         if producer is None or not problem.size[tensor]:
@@ -84,6 +92,10 @@ def relaxation(graph: RematGraph) -> Relaxation:
         marks = sorted({producer, *reads.get(tensor, [])})
         for after, before in zip(marks, marks[1:]):
             gap = Gap(tensor, producer, after, before, problem.size[tensor])
+            if tensor in pinned and before >= boundary:
+                gap = _pin_from_boundary(fixed, gap, boundary, count)
+                if gap is None:
+                    continue
             if _droppable(graph, problem, gap):
                 gaps.append(gap)
             else:
@@ -91,18 +103,35 @@ def relaxation(graph: RematGraph) -> Relaxation:
     return Relaxation(tuple(gaps), tuple(fixed), problem)
 
 
+def _with_storages(graph: RematGraph, tensors: tuple[int, ...]) -> frozenset[int]:
+    """`tensors` and the storages they view: a returned view holds its base's storage to the
+    end (the simulator counts it there)."""
+    return frozenset((*tensors, *(graph.storage_of(t) for t in tensors)))
+
+
+def _pin_from_boundary(fixed: list[int], gap: Gap, boundary: int, count: int) -> Gap | None:
+    """A gap of a forward output (or of the storage it views) reaching the backward: from the
+    boundary on, the instance the forward returned is held in every plan, so that part is fixed;
+    before it the value may still be made again (the ILP allows it), so the forward part, if
+    any, stays a gap, one that is not held at the boundary."""
+    for position in range(max(gap.after + 1, boundary), gap.before):
+        fixed[position] += gap.size
+    if gap.after < boundary:
+        fixed[count] += gap.size
+        return Gap(gap.tensor, gap.producer, gap.after, boundary, gap.size, holds_boundary=False)
+    return None
+
+
 def _droppable(graph: RematGraph, problem: Problem, gap: Gap) -> bool:
     if problem.copies[gap.producer] < 2:
         return False
-    if gap.tensor in graph.forward_outputs and gap.before >= graph.boundary:
-        return False
-    return gap.before - gap.after > 1 or gap.after < graph.boundary <= gap.before
+    return gap.before - gap.after > 1 or gap.spans(graph.boundary)
 
 
 def _add_fixed(fixed: list[int], gap: Gap, boundary: int, count: int) -> None:
     for position in range(gap.after + 1, gap.before):
         fixed[position] += gap.size
-    if gap.after < boundary <= gap.before:
+    if gap.spans(boundary):
         fixed[count] += gap.size
 
 
@@ -182,7 +211,7 @@ def _worst_steps(relaxed: Relaxation, capacity: int, boundary: int, max_terms: i
         open_ += opened[position]
         load.append(total + relaxed.fixed[position])
         width.append(open_)
-    crossing = [gap for gap in relaxed.gaps if gap.after < boundary <= gap.before]
+    crossing = [gap for gap in relaxed.gaps if gap.spans(boundary)]
     load.append(relaxed.fixed[count] + sum(gap.size for gap in crossing))
     width.append(len(crossing))
     chosen: set[int] = set()
@@ -207,7 +236,7 @@ def _terms(
         high = bisect.bisect_left(steps, gap.before)
         for position in steps[low:high]:
             terms[position].append((gap.size, literal))
-        if count in chosen and gap.after < boundary <= gap.before:
+        if count in chosen and gap.spans(boundary):
             terms[count].append((gap.size, literal))
     return terms
 
@@ -267,7 +296,7 @@ def _last_reads(relaxed: Relaxation) -> dict[int, int]:
             last[tensor] = op.id
         for tensor in problem.reads[op.id]:
             last[tensor] = op.id
-    for tensor in graph.outputs:
+    for tensor in _with_storages(graph, graph.outputs):
         last[tensor] = len(graph.ops)
     return last
 

@@ -1,0 +1,76 @@
+"""The gap relaxation (bound.py): it counts what the simulator counts, and bounds every plan."""
+
+from __future__ import annotations
+
+import random
+
+from factories import GraphBuilder, random_general_graph, random_training_graph
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from remat.ir import RematGraph
+from remat.simulate import simulate
+from remat.solvers import keep_all_plan
+from remat.solvers.bound import Relaxation, relaxation, solve_relaxation
+from remat.solvers.lazy import schedule_from_kept, structure
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _held_if_nothing_dropped(relaxed: Relaxation, graph: RematGraph) -> list[int]:
+    """Bytes the relaxation counts at each op's position when it drops no gap."""
+    count = len(graph.ops)
+    opened = [0] * (count + 1)
+    for gap in relaxed.gaps:
+        opened[gap.after + 1] += gap.size
+        opened[gap.before] -= gap.size
+    held, running = [], 0
+    for position in range(count):
+        running += opened[position]
+        held.append((relaxed.fixed[position] + running) * relaxed.problem.mem_unit)
+    return held
+
+
+def _returned_view_graph() -> RematGraph:
+    """The LM-head shape: big logits, returned as a view, read by the loss; the backward runs
+    long after, so the logits' storage is held through it."""
+    builder = GraphBuilder("returned view")
+    x = builder.input("x")
+    hidden = builder.op("hidden", [x], 10, 1.0)
+    logits = builder.op("logits", [hidden], 100, 1.0)
+    returned = builder.op("returned", [logits], 0, 0.0, view_of=logits)
+    loss = builder.op("loss", [logits], 4, 0.5)
+    builder.start_backward()
+    grad = builder.input("tangent", 4, late=True)
+    grad = builder.op("g_hidden", [grad, hidden], 10, 1.0)
+    grad = builder.op("g_x", [grad], 10, 1.0)
+    return builder.build(outputs=[loss, returned, grad], forward_outputs=[loss, returned])
+
+
+def test_a_returned_views_storage_is_held_to_the_end() -> None:
+    graph = _returned_view_graph()
+    held = _held_if_nothing_dropped(relaxation(graph), graph)
+    assert held == list(keep_all_plan(graph).simulation.timeline)
+    assert min(held[graph.boundary :]) >= 100  # the logits, through the whole backward
+
+
+@SETTINGS
+@given(rng=st.randoms(use_true_random=False), forward_ops=st.integers(2, 12))
+def test_nothing_dropped_counts_the_keep_all_timeline(rng: random.Random, forward_ops: int) -> None:
+    graph = random_training_graph(rng, forward_ops)
+    held = _held_if_nothing_dropped(relaxation(graph), graph)
+    assert held == list(keep_all_plan(graph).simulation.timeline)
+
+
+@SETTINGS
+@given(rng=st.randoms(use_true_random=False), general=st.booleans(), size=st.integers(3, 10))
+def test_the_bound_is_below_every_lazy_plan(rng: random.Random, general: bool, size: int) -> None:
+    graph = random_general_graph(rng, size) if general else random_training_graph(rng, size)
+    saved = structure(graph).saved
+    for _ in range(4):
+        kept = [tensor for tensor in saved if rng.random() < 0.5]
+        schedule, boundary = schedule_from_kept(graph, kept, reuse_window=rng.choice([None, 1]))
+        replay = simulate(graph, schedule, boundary)
+        solved = solve_relaxation(graph, replay.peak, time_limit=5.0)
+        assert solved is not None, "a plan fits, yet the relaxation calls the budget infeasible"
+        assert solved.bound <= replay.recompute_time * (1 + 1e-9) + 1e-12
