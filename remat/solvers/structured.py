@@ -88,15 +88,52 @@ def every_kth(level: Level) -> dict[int, tuple[frozenset[int], ...]]:
 
 def selective_kept(graph: RematGraph, level: Level) -> frozenset[int]:
     """Megatron-style: keep every saved value except the outputs of a block's cheap ops
-    (no FLOPs, or few next to the block's mean: pointwise, softmax, norms, views)."""
-    cheap: set[int] = set()
+    (no FLOPs, or few next to the block's mean: pointwise, softmax, norms), views of cheap
+    outputs included, views of costly ones not."""
+    cheap_ops: set[int] = set()
     for block in level.blocks:
         mean = sum(graph.ops[op_id].flops for op_id in block) / len(block)
         for op_id in block:
             op = graph.ops[op_id]
             if op.flops <= 0 or op.flops < _CHEAP * mean:
-                cheap.update(op.outputs)
-    return frozenset(structure(graph).saved) - cheap
+                cheap_ops.add(op_id)
+    # A view is as cheap as what made its storage: dropping a reshape of a matmul's output
+    # frees nothing and recomputes the matmul.
+    cheap = {
+        tensor
+        for op_id in cheap_ops
+        for tensor in graph.ops[op_id].outputs
+        if graph.tensors[graph.storage_of(tensor)].producer in cheap_ops
+    }
+    info = structure(graph)
+    saved = set(info.saved)
+    kept = saved - cheap
+    return frozenset(kept | _costly_sources(graph, cheap & saved, kept | info.forced, cheap_ops))
+
+
+def _costly_sources(
+    graph: RematGraph, dropped: set[int], kept: set[int] | frozenset[int], cheap_ops: set[int]
+) -> set[int]:
+    """What recomputing `dropped` would otherwise remake with a costly op: the values the chains
+    of cheap ops that rebuild them start from (a copy of a view of a matmul's output needs that
+    output, or the matmul runs again). Keeping them is selective recompute's premise."""
+    sources: set[int] = set()
+    seen: set[int] = set()
+    pending = list(dropped)
+    while pending:
+        tensor = pending.pop()
+        producer = graph.tensors[tensor].producer
+        if tensor in seen or producer is None:
+            continue
+        seen.add(tensor)
+        for source in graph.ops[producer].inputs:
+            if source in kept or graph.tensors[source].producer is None:
+                continue
+            if graph.tensors[graph.storage_of(source)].producer in cheap_ops:
+                pending.append(source)
+            else:
+                sources.add(source)
+    return sources
 
 
 def structured_kept_sets(graph: RematGraph) -> list[tuple[frozenset[int], str]]:

@@ -146,6 +146,29 @@ def test_selective_recomputes_only_the_cheap_ops() -> None:
     assert simulate(graph, *schedule).recompute_time == 0.0  # act has no cost
 
 
+def test_selective_keeps_what_a_cheap_copy_is_made_from() -> None:
+    """Attention's shape: a matmul's output, viewed (split heads), copied by a cheap op (a
+    contiguous clone) that the backward reads. Dropping the copy must not rerun the matmul."""
+    builder = GraphBuilder("copies")
+    h = builder.input("x")
+    copies = []
+    for i in range(BLOCKS):
+        qkv = builder.op(f"layers.{i}.qkv", [h], 300, 2.0)
+        heads = builder.op(f"layers.{i}.split", [qkv], 0, 0.0, view_of=qkv)
+        copies.append(builder.op(f"layers.{i}.clone", [heads], 300, 0.0))
+        h = builder.op(f"layers.{i}.out", [copies[-1], h], 100, 2.0)
+    builder.start_backward()
+    grad = builder.input("tangent", 100, late=True)
+    for i in reversed(range(BLOCKS)):
+        grad = builder.op(f"g{i}", [grad, copies[i]], 100)
+    graph = builder.build(outputs=[h, grad], forward_outputs=[h])
+    graph = with_paths(graph, lambda op: op.name if op.name.startswith("layers.") else "")
+    kept = labelled(graph)["selective: layers"]
+    assert not kept & set(copies)
+    schedule = schedule_from_kept(graph, kept)
+    assert simulate(graph, *schedule).recompute_time == 0.0  # only the clones run again
+
+
 def test_no_module_paths_no_structured_candidates() -> None:
     graph = chain(6)
     assert block_levels(graph) == [] and structured_family(graph) == []
