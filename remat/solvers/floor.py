@@ -59,33 +59,54 @@ def find_floor(
     problem = build_problem(graph, copies, recompute_backward=False)
     known = relaxation(graph).floor_units() * problem.mem_unit
     lowest = lowest_peak([*budget_free_plans(graph), *extra])
+    below: list[Plan] = []
     if walk:
-        found = _walk_floor(graph, known, lowest.predicted_peak, start + time_limit / 3)
-        lowest = lowest_peak([lowest, *found])
+        until = start + time_limit / 3
+        lowest = lowest_peak([lowest, *_bisect_walk(graph, known, lowest.predicted_peak, until)])
+        below = _bisect_walk(graph, known // 2, known, until, _BELOW_BOUND_STEPS)
     heuristic = make_plan(graph, lowest.schedule, lowest.boundary, solver=lowest.solver)
+    if below:
+        walked = lowest_peak(below)
+        walked = make_plan(graph, walked.schedule, walked.boundary, solver=walked.solver)
+        if walked.predicted_peak <= known:
+            return Floor(walked.predicted_peak, True, walked)
     if heuristic.predicted_peak <= known:
         return Floor(heuristic.predicted_peak, True, heuristic)
     built = RetentionModel(problem, capacity=None, minimize="peak")
     left = time_limit - (time.perf_counter() - start)
+    # Hinted with the best plan above the bound's walks: the walks below it recompute too
+    # often for the model to place, and a partial hint left CP-SAT short (HF Llama tiny).
     run = run_cpsat(built, _Search(workers=workers), left, heuristic.schedule, lambda _: None)
+    candidates = [heuristic, *([walked] if below else [])]
     if run.schedule is None:
-        return Floor(heuristic.predicted_peak, False, heuristic)
+        best = lowest_peak(candidates)
+        return Floor(best.predicted_peak, False, best)
     plan = make_plan(graph, run.schedule, run.boundary, solver="floor")
-    best = lowest_peak([heuristic, plan])
+    best = lowest_peak([*candidates, plan])
     bound_bytes = (run.bound or 0) * problem.mem_unit
     proven = best.predicted_peak <= known or (run.optimal and best.predicted_peak <= bound_bytes)
     return Floor(best.predicted_peak, proven, best)
 
 
-def _walk_floor(graph: RematGraph, low: int, high: int, deadline: float) -> list[Plan]:
+_BELOW_BOUND_STEPS = 8
+"""Walks asked below the bound: enough to place the asked budget within 1/256 of the range,
+few enough to leave CP-SAT's minimum-peak search its time (on HF Llama tiny it found a floor
+1.2% lower than the walks when it was not starved)."""
+
+
+def _bisect_walk(
+    graph: RematGraph, low: int, high: int, deadline: float, steps: int | None = None
+) -> list[Plan]:
     """Bisect the budget at which the eviction walk still finds a plan (it recomputes as often
-    as it needs, beyond any model's copies), from half the lower bound `low` up to `high`."""
+    as it needs, beyond any model's copies), at most `steps` walks.
+
+    Asked for less than the floor, the walk evicts harder and its peak, above what it was
+    asked, can fall further (HF GPT-NeoX tiny: asked 2.36 MB it peaks at 2.83, asked 1.84 it
+    peaks at 2.36, the floor), so find_floor also asks between half the bound and the bound.
+    """
     found: list[Plan] = []
-    # Asked for less than the floor, the walk evicts harder and its peak, above what it was
-    # asked, often falls further (HF GPT-NeoX tiny: asked 2.36 MB it peaks at 2.83, asked 1.84
-    # it peaks at 2.36, the floor). So the budgets asked go below the lower bound too.
-    low //= 2
-    while low < high and time.perf_counter() < deadline:
+    while low < high and time.perf_counter() < deadline and steps != 0:
+        steps = None if steps is None else steps - 1
         middle = (low + high) // 2
         walk = eviction_schedule(graph, middle, weight=0.5, deadline=deadline)
         if walk is None:
