@@ -65,24 +65,22 @@ def find_floor(
         lowest = lowest_peak([lowest, *_bisect_walk(graph, known, lowest.predicted_peak, until)])
         below = _bisect_walk(graph, known // 2, known, until, _BELOW_BOUND_STEPS)
     heuristic = make_plan(graph, lowest.schedule, lowest.boundary, solver=lowest.solver)
+    candidates = [heuristic]
     if below:
         walked = lowest_peak(below)
-        walked = make_plan(graph, walked.schedule, walked.boundary, solver=walked.solver)
-        if walked.predicted_peak <= known:
-            return Floor(walked.predicted_peak, True, walked)
-    if heuristic.predicted_peak <= known:
-        return Floor(heuristic.predicted_peak, True, heuristic)
+        candidates.append(make_plan(graph, walked.schedule, walked.boundary, solver=walked.solver))
+    best = lowest_peak(candidates)
+    if best.predicted_peak <= known:
+        return Floor(best.predicted_peak, True, best)
     built = RetentionModel(problem, capacity=None, minimize="peak")
     left = time_limit - (time.perf_counter() - start)
     # Hinted with the best plan above the bound's walks: the walks below it recompute too
     # often for the model to place, and a partial hint left CP-SAT short (HF Llama tiny).
     run = run_cpsat(built, _Search(workers=workers), left, heuristic.schedule, lambda _: None)
-    candidates = [heuristic, *([walked] if below else [])]
     if run.schedule is None:
-        best = lowest_peak(candidates)
         return Floor(best.predicted_peak, False, best)
     plan = make_plan(graph, run.schedule, run.boundary, solver="floor")
-    best = lowest_peak([*candidates, plan])
+    best = lowest_peak([best, plan])
     bound_bytes = (run.bound or 0) * problem.mem_unit
     proven = best.predicted_peak <= known or (run.optimal and best.predicted_peak <= bound_bytes)
     return Floor(best.predicted_peak, proven, best)
