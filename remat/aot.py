@@ -31,8 +31,8 @@ from remat.step_plan import GraphPlan, GraphRequest, PlanOptions, StepPlans
 from remat.tangents import absent_tangents, accept_missing_gradients, defer_tangents
 from remat.torch_internals import (
     aot_module_simplified,
-    detect_fake_mode,
     dynamo_counters,
+    runs_on_fake_tensors,
 )
 from remat.workspace import measure_storage_bytes, measure_workspaces
 
@@ -74,6 +74,9 @@ class Planner:
         self.current_key: tuple = ()
         self._ran: list[GraphPlan] | None = None
         """Graphs whose forward ran in the current call, when the caller tracks calls."""
+        self.recording = True
+        """Whether compiled graphs record what each run took and gave (GraphIO): off for the
+        calls of a settled step, whose links are known (the recording costs per call)."""
         self.last_planned: GraphPlan | None = None
         """The graph the latest partition planned (its forward is compiled next)."""
         self._ran_fake: set[int] = set()
@@ -239,7 +242,7 @@ class Planner:
         made: list[GraphPlan] = []
 
         inner = inner or self._inner
-        io = lambda: made[-1].io if made else None  # noqa: E731
+        io = lambda: made[-1].io if made and self.recording else None  # noqa: E731
         forward_compiler = recording(inner.forward, io, GraphIO.record_forward)
         backward_compiler = recording(inner.backward, io, GraphIO.record_backward)
         if self.untracked_graphs:
@@ -269,7 +272,7 @@ class Planner:
 
         def run(*args: Any) -> Any:
             if self._ran is not None:
-                self._record_run(made[-1], fake=detect_fake_mode(args) is not None)
+                self._record_run(made[-1], fake=runs_on_fake_tensors(args))
             outputs = compiled(*args)
             if inner.defers_tangents:
                 accept_missing_gradients(outputs)

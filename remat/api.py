@@ -30,12 +30,13 @@ from remat.fsdp import ShardedUnits, check_units, probe_outside, sharded_units
 from remat.inductor_fit import InductorFitting
 from remat.model_state import ModelState
 from remat.report import RematPlanReport
-from remat.signature import input_signature
+from remat.signature import input_signature, is_symbolic
 from remat.step_plan import PlanOptions, StepPlans
 from remat.torch_internals import (
     BackendCompilerFailed,
     dynamo_config,
     dynamo_counters,
+    tree_leaves,
     unset_fake_temporarily,
 )
 
@@ -59,6 +60,52 @@ forward (`warning_once`, a method it adds to Logger on import), which would spli
 def _logger_methods() -> set[Callable[..., Any]]:
     names = (getattr(logging.Logger, name, None) for name in _LOGGER_METHOD_NAMES)
     return {method for method in names if method is not None}
+
+
+_DYNAMIC_INPUTS = (
+    "remat.compile plans each input shape on its own, but Dynamo traced this step with "
+    "dynamic sizes: an input is marked dynamic (torch._dynamo.mark_dynamic or "
+    "maybe_mark_dynamic). Remove the mark, or use torch.compile(model, "
+    "backend=remat.backend(budget)), which plans each shape when it first runs"
+)
+
+_PROPAGATED_DYNAMIC = "_dynamo_propagated_dynamic_indices"
+"""AOTAutograd's unguarded hint on the outputs of a graph it traced with dynamic sizes (a
+tensor that went through another torch.compile'd model may carry it): Dynamo would trace
+remat's static step dynamic because of it."""
+
+
+def _call_under_dynamo(compiled: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """One call of the compiled step under remat's Dynamo settings; a ValueError a backend
+    raised (a bad budget) reaches the caller as itself. The inputs' dynamic-size hints left by
+    other compiled code are set aside for the call."""
+    hinted = [
+        (x, getattr(x, _PROPAGATED_DYNAMIC))
+        for x in tree_leaves((args, kwargs))
+        if isinstance(x, torch.Tensor) and hasattr(x, _PROPAGATED_DYNAMIC)
+    ]
+    for tensor, _ in hinted:
+        delattr(tensor, _PROPAGATED_DYNAMIC)
+    try:
+        return _call_with_settings(compiled, args, kwargs)
+    finally:
+        for tensor, dims in hinted:
+            setattr(tensor, _PROPAGATED_DYNAMIC, dims)
+
+
+def _call_with_settings(compiled: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    with dynamo_config.patch(
+        recompile_limit=_RECOMPILE_LIMIT,
+        fail_on_recompile_limit_hit=True,  # else past it Dynamo runs eager: unplanned
+        ignore_logger_methods=_logger_methods(),
+    ):
+        try:
+            return compiled(*args, **kwargs)
+        except BackendCompilerFailed as error:
+            inner = error.inner_exception
+            if isinstance(inner, ValueError):
+                raise inner.with_traceback(None) from None
+            raise
 
 
 class RematModule(nn.Module):
@@ -104,9 +151,14 @@ class RematModule(nn.Module):
     def _fresh_backend(self) -> Callable[..., Any]:
         """A backend Dynamo has not seen (so it compiles the step afresh) that plans with the
         planner: each graph with the joint plan made for it, where there is one."""
-        if self._inductor is not None:
-            return functools.partial(self._inductor)
-        return functools.partial(self._planner.backend)
+        plan = self._inductor if self._inductor is not None else self._planner.backend
+
+        def static_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Callable[..., Any]:
+            if is_symbolic(example_inputs):
+                raise ValueError(_DYNAMIC_INPUTS)
+            return plan(gm, example_inputs)
+
+        return static_backend
 
     def _compile(self) -> Callable[..., Any]:
         """The model under Dynamo with a fresh backend (so it compiles afresh); under FSDP2,
@@ -134,7 +186,8 @@ class RematModule(nn.Module):
             return self._orig_mod(*args, **kwargs)
         key = input_signature(args, kwargs)
         if key in self._settled:
-            return self._run(key, args, kwargs)
+            return self._run_settled(key, args, kwargs)
+        self._planner.recording = True
         # This call may plan graphs: if the step turns out to be several graphs whose plans,
         # made one by one, break the budget, it runs again under a plan of the whole step.
         state = ModelState.save(self._orig_mod)
@@ -235,26 +288,31 @@ class RematModule(nn.Module):
         self._settled.discard(key)
         self._compiled = self._compile()
 
+    def _run_settled(self, key: tuple, args: tuple, kwargs: dict) -> Any:
+        """A call of a step whose plans are made: it runs without recording what its graphs
+        pass each other (that per-call bookkeeping costs as much as a small model's step).
+        Should Dynamo compile a graph afresh in it (a guard failed), the graph is planned as in
+        any call, and the next call is tracked again so that the step's record catches up."""
+        self._planner.recording = False
+        planned_before = self._planner.graphs_planned
+        result = self._run(key, args, kwargs)
+        if self._planner.graphs_planned != planned_before:
+            self._settled.discard(key)
+        return result
+
+    def _compiled_for(self, key: tuple) -> Callable[..., Any]:
+        return self._joint.get(key, self._compiled)
+
     def _run(self, key: tuple, args: tuple, kwargs: dict) -> Any:
         """One call of the compiled step: the joint plan's compile of it once there is one."""
-        compiled = self._joint.get(key, self._compiled)
+        compiled = self._compiled_for(key)
         self._planner.begin_call(key)
         first_call = key not in self._planner.steps
-        breaks_before = _break_reasons()
-        with dynamo_config.patch(
-            recompile_limit=_RECOMPILE_LIMIT,
-            fail_on_recompile_limit_hit=True,  # else past it Dynamo runs eager: unplanned
-            ignore_logger_methods=_logger_methods(),
-        ):
-            try:
-                result = compiled(*args, **kwargs)
-            except BackendCompilerFailed as error:
-                inner = error.inner_exception
-                if isinstance(inner, ValueError):
-                    raise inner.with_traceback(None) from None
-                raise
-            finally:
-                self._planner.end_call()
+        breaks_before = _break_reasons() if first_call else Counter()
+        try:
+            result = _call_under_dynamo(compiled, args, kwargs)
+        finally:
+            self._planner.end_call()
         if first_call and key in self._planner.steps:
             new_breaks = _break_reasons() - breaks_before
             self._planner.steps[key].graph_breaks = tuple(_summarize_break(r) for r in new_breaks)

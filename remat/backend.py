@@ -53,6 +53,7 @@ from remat.inner import InnerCompilers
 from remat.ir import Plan, RematGraph
 from remat.measure import outside_tracking_paused
 from remat.report import RematPlanReport
+from remat.signature import is_symbolic
 from remat.step_plan import GraphRequest, StepPlans
 from remat.torch_internals import dynamo_frame_locals, queue_backward_callback
 
@@ -94,7 +95,7 @@ class RematBackend:
             self.planner.lean_plans = True
         grad_bytes = _trainable_bytes_in_scope(example_inputs)
         make = functools.partial(Replannable, self.whole_step, self.compile_graph, gm, grad_bytes)
-        symbolic = _is_symbolic(example_inputs)
+        symbolic = is_symbolic(example_inputs)
         graph = PerRun(make, self._ledger, symbolic)
         if not symbolic:
             graph.compile_first(example_inputs)
@@ -277,17 +278,6 @@ def _prices(gm: fx.GraphModule, device: torch.device) -> dict:
     from remat.cost import estimate_costs
 
     return estimate_costs(gm, device)
-
-
-def _is_symbolic(example_inputs: Sequence[Any]) -> bool:
-    for x in example_inputs:
-        if isinstance(x, torch.SymInt | torch.SymFloat):
-            return True
-        if isinstance(x, torch.Tensor) and any(
-            isinstance(d, torch.SymInt) for d in (*x.shape, *x.stride())
-        ):
-            return True
-    return False
 
 
 def _trainable_bytes_in_scope(example_inputs: Sequence[Any]) -> int:

@@ -29,7 +29,7 @@ from remat.ir import Plan, RematGraph
 from remat.joint_plan import JointPlan
 from remat.signature import input_signature
 from remat.step_plan import GraphPlan
-from remat.torch_internals import detect_fake_mode
+from remat.torch_internals import runs_on_fake_tensors
 
 MAX_WHOLE_STEPS = 16
 """Distinct graph-broken steps one backend plans whole (a model whose graphs change from step
@@ -201,7 +201,7 @@ class PerRun:
         # DDPOptimizer runs each bucket's graph on fake tensors once compiled: the real run
         # that follows is the same place in the step, not another run.
         single = first is not None and first.compiled_without_plan
-        fake = detect_fake_mode(args) is not None
+        fake = runs_on_fake_tensors(args)
         run = 0 if single or fake else self._run_index(key)
         graph = self.compiled.get((run, *key))
         if graph is None:

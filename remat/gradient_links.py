@@ -25,7 +25,12 @@ import torch
 import torch.fx as fx
 
 from remat.step_links import GradientLink, ReleasedOutput, SourceLink, StepLink
-from remat.torch_internals import detect_fake_mode, is_primal, is_tangent, split_joint_outputs
+from remat.torch_internals import (
+    is_primal,
+    is_tangent,
+    runs_on_fake_tensors,
+    split_joint_outputs,
+)
 
 StorageKey = tuple[int, int]
 """A storage as (address, bytes): live storages never share one."""
@@ -96,7 +101,7 @@ def recording(
         def run(*call: Any) -> Any:
             io = io_of()
             arguments = call[0] if boxed else call
-            if io is None or detect_fake_mode(arguments) is not None:
+            if io is None or runs_on_fake_tensors(arguments):
                 return compiled(*call)
             # Keys only, read before the call: a boxed callee empties its argument list so
             # that each argument is freed after its last use; a reference kept here would not.

@@ -23,3 +23,15 @@ def input_signature(args: Sequence[Any], kwargs: Mapping[str, Any] | None = None
         else (type(x).__name__, x if isinstance(x, int | float | bool) else None)
         for x in values
     )
+
+
+def is_symbolic(example_inputs: Sequence[Any]) -> bool:
+    """Whether a graph's example inputs have symbolic sizes (Dynamo traced it dynamic)."""
+    for x in example_inputs:
+        if isinstance(x, torch.SymInt | torch.SymFloat):
+            return True
+        if isinstance(x, torch.Tensor) and any(
+            isinstance(d, torch.SymInt) for d in (*x.shape, *x.stride())
+        ):
+            return True
+    return False

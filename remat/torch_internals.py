@@ -10,6 +10,7 @@ once, when first used.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ from torch._functorch.partitioners import _extract_fwd_bwd_outputs as split_join
 from torch._guards import detect_fake_mode
 from torch._ops import HigherOrderOperator, OpOverload
 from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
-from torch._subclasses.fake_tensor import unset_fake_temporarily
+from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
 
 # Symbolic shapes: a size hint for a symbolic dimension, when pricing a dynamic-shape graph.
 from torch.fx.experimental.symbolic_shapes import optimization_hint
@@ -168,3 +169,13 @@ def is_primal(node: fx.Node) -> bool:
     """A joint graph input of the forward (a parameter, buffer or user input)."""
     role = _input_role(node)
     return role is not None and not isinstance(role, TangentAOTInput)
+
+
+def runs_on_fake_tensors(args: Sequence[Any]) -> bool:
+    """Whether compiled code is being run on fake tensors (DDPOptimizer runs each bucket's
+    graph so at compile time), read from its first tensor argument: a real run's arguments
+    are all real. Cheaper per call than detect_fake_mode, which walks every argument."""
+    for value in args:
+        if isinstance(value, torch.Tensor):
+            return isinstance(value, FakeTensor)
+    return detect_fake_mode(args) is not None

@@ -83,6 +83,69 @@ def test_a_new_input_shape_plans_again_and_reuses_the_old_plan():
     assert all(len(step.graphs) == 1 for step in plans.values())
 
 
+class _Scaled(nn.Module):
+    """An MLP whose forward reads a Python attribute: changing it fails Dynamo's guard."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _mlp()
+        self.scale = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) * self.scale
+
+
+def _grads(model: nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_a_settled_step_runs_unrecorded_and_a_recompile_in_it_is_tracked_again():
+    reference = _Scaled()
+    model = copy.deepcopy(reference)
+    compiled = remat.compile(model, budget=0.7)
+    x = torch.randn(512, 64)
+    settled_before, recording_after = [], []
+    for scale in (1.0, 1.0, 1.0, 3.0, 3.0, 3.0):
+        reference.scale = model.scale = scale
+        reference.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
+        settled_before.append(bool(compiled._settled))
+        _step(reference, x)
+        _step(compiled, x)
+        recording_after.append(compiled._planner.recording)
+        for ours, theirs in zip(_grads(model), _grads(reference), strict=True):
+            torch.testing.assert_close(ours, theirs)
+    # Planned in call 1, settled after call 2; call 4 recompiles (the guard on `scale`) and
+    # is planned as it runs, so call 5 is tracked again and call 6 is settled.
+    assert settled_before == [False, False, True, True, False, True]
+    assert recording_after == [True, True, False, False, True, False]
+    (step,) = compiled.remat_plans.values()
+    assert len(step.graphs) == 1  # the recompiled graph replaced the first in the record
+
+
+def test_an_input_hinted_dynamic_by_other_compiled_code_is_planned_static():
+    # AOTAutograd marks tensors that came out of a graph traced with dynamic sizes (a user's
+    # batch that went through another torch.compile'd model); the hint is not remat's.
+    model = _mlp()
+    reference = copy.deepcopy(model)
+    x = torch.randn(512, 64)
+    x._dynamo_propagated_dynamic_indices = {0}
+    compiled = remat.compile(model, budget=0.7)
+    _step(compiled, x)
+    _step(reference, x)
+    for ours, theirs in zip(_grads(model), _grads(reference), strict=True):
+        torch.testing.assert_close(ours, theirs)
+    assert x._dynamo_propagated_dynamic_indices == {0}  # the caller's tensor as it was
+
+
+def test_an_input_marked_dynamic_is_refused_with_the_way_out():
+    compiled = remat.compile(_mlp(), budget=0.7)
+    x = torch.randn(512, 64)
+    torch._dynamo.mark_dynamic(x, 0)
+    with pytest.raises(ValueError, match="marked dynamic.*remat.backend"):
+        _step(compiled, x)
+
+
 def test_a_fraction_is_resolved_once_and_a_smaller_last_batch_fits_those_bytes():
     model = _mlp()
     compiled = remat.compile(model, budget=0.5)
