@@ -2,9 +2,14 @@
 
 For each workload, remat.compile plans the step at budgets below the keep-all peak, with op
 times from the roofline (`timing="estimate"`) and measured once per op (`timing="measure"`).
-The plan's estimated recompute time (summed over the step's graphs) is set against the measured
-one: the plan's median step time less the median step time of remat at budget 1.0 (the same fx
-code with nothing recomputed), timed in interleaved rounds so drift hits every variant alike.
+The plan's estimated recompute time (summed over the step's graphs) is set against two
+measurements: (1) in the step: the time the step spends inside remat's `remat::recompute`
+profiler ranges (remat.recompute_ranges: the recomputed ops as the step runs them, on the
+step's own tensors), median over profiled steps; (2) by difference: the plan's step time less
+that of remat at budget 1.0 (the same fx code with nothing recomputed), timed in interleaved
+rounds so drift hits every variant alike. (1) is what the plan's recomputation costs in the
+step, with the profiler's per-op overhead in it; (2) also holds what recomputing changes
+around it (memory reuse, caches) and, on a shared machine, most of the noise.
 
 Writes benchmarks/results/recompute-cost-<device>-<date>.json and prints one line per plan.
 Step times on a shared 2-core machine are noisy: read the spread (the quartiles of the
@@ -24,11 +29,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 import remat
 from remat.examples import GPT, GPTConfig, SmallResNet
 from remat.examples.cnn import ResNetConfig
 from remat.measure import time_step
+from remat.recompute_ranges import recompute_seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.7, 0.5)
@@ -76,6 +83,12 @@ class Row:
     ratio: float | None
     """Estimated over measured (None where the measured difference is not above zero)."""
     recompute_gflop: float
+    in_step_ms: float
+    """Median over profiled steps of the time spent in remat's recompute ranges."""
+    in_step_q1_ms: float
+    in_step_q3_ms: float
+    in_step_ratio: float | None
+    """Estimated over in_step_ms (None where nothing was recomputed)."""
 
 
 def _estimated(compiled: remat.RematModule) -> tuple[float, float]:
@@ -83,6 +96,17 @@ def _estimated(compiled: remat.RematModule) -> tuple[float, float]:
     graphs = [g for step in compiled.remat_plans.values() for g in step.graphs]
     seconds = sum(g.plan.recompute_time for g in graphs)
     return seconds, sum(g.plan.recompute_flops for g in graphs) / 1e9
+
+
+def _in_step(compiled: nn.Module, model: nn.Module, workload: Workload, steps: int) -> list[float]:
+    """Seconds each of `steps` profiled steps spent in remat's recompute ranges."""
+    seconds = []
+    for _ in range(steps):
+        model.zero_grad(set_to_none=True)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            workload.step(compiled)
+        seconds.append(recompute_seconds(prof.events()))
+    return seconds
 
 
 def run(workload: Workload, rounds: int) -> list[Row]:
@@ -116,6 +140,8 @@ def run(workload: Workload, rounds: int) -> list[Row]:
         q1, median, q3 = statistics.quantiles(differences, n=4)
         estimated, gflop = _estimated(compiled)
         ratio = estimated / median if median > 0 else None
+        in_step = _in_step(compiled, variants[(fraction, timing)][1], workload, rounds)
+        s_q1, s_median, s_q3 = statistics.quantiles(in_step, n=4)
         row = Row(
             workload.name,
             fraction,
@@ -126,13 +152,20 @@ def run(workload: Workload, rounds: int) -> list[Row]:
             q3 * 1e3,
             ratio,
             gflop,
+            s_median * 1e3,
+            s_q1 * 1e3,
+            s_q3 * 1e3,
+            estimated / s_median if s_median > 0 else None,
         )
         rows.append(row)
         shown = f"{ratio:.2f}" if ratio is not None else "n/a"
+        in_step_shown = f"{row.in_step_ratio:.2f}" if row.in_step_ratio is not None else "n/a"
         print(
             f"{workload.name}: budget {fraction} timing={timing}: estimated {row.estimated_ms:.1f}"
-            f" ms, measured {row.measured_ms:.1f} ms [{row.measured_q1_ms:.1f}, "
-            f"{row.measured_q3_ms:.1f}], estimated/measured {shown}, {gflop:.2f} GFLOP",
+            f" ms; in the step {row.in_step_ms:.1f} ms [{row.in_step_q1_ms:.1f}, "
+            f"{row.in_step_q3_ms:.1f}], estimated/in-step {in_step_shown}; by difference "
+            f"{row.measured_ms:.1f} ms [{row.measured_q1_ms:.1f}, {row.measured_q3_ms:.1f}], "
+            f"estimated/difference {shown}; {gflop:.2f} GFLOP",
             flush=True,
         )
     return rows

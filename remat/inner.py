@@ -13,6 +13,7 @@ from typing import Any
 import torch.fx as fx
 
 from remat.measure import untracked
+from remat.recompute_ranges import label_recomputations
 from remat.torch_internals import boxed_codegen
 
 Compiler = Callable[[fx.GraphModule, Sequence[Any]], Callable]
@@ -21,6 +22,7 @@ Compiler = Callable[[fx.GraphModule, Sequence[Any]], Callable]
 def run_as_fx(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
     """Run the graph as fx code taking its arguments as one list, which it clears once read:
     a saved value is then freed at its last use in the backward, not when the backward ends."""
+    label_recomputations(gm.graph)
     gm.graph.set_codegen(boxed_codegen())
     gm.recompile()
 

@@ -29,6 +29,9 @@ from remat.torch_internals import (
     split_joint_outputs,
 )
 
+RECOMPUTED = "remat_recomputed"
+"""Meta key of the nodes of a rewritten graph that rerun an op the step ran before."""
+
 
 @dataclass(frozen=True)
 class RewrittenStep:
@@ -79,8 +82,13 @@ def rewrite(
 
     forward_nodes = _with_getitems([op_nodes[i] for i in forward_part if op_nodes[i]], preludes)
     backward_nodes = _with_getitems([op_nodes[i] for i in backward_part if op_nodes[i]], {})
-    forward = _build(joint, primals, forward_nodes, fwd_outs + saved, fwd_descs + saved_descs)
-    backward = _build(joint, saved + tangents, backward_nodes, bwd_outs, bwd_descs, replays)
+    ran: set[fx.Node] = set()
+    forward = _build(
+        joint, primals, forward_nodes, fwd_outs + saved, fwd_descs + saved_descs, ran=ran
+    )
+    backward = _build(
+        joint, saved + tangents, backward_nodes, bwd_outs, bwd_descs, replays, ran=ran
+    )
     return RewrittenStep(
         forward, backward, tuple(n.name for n in saved), tuple(n.name for n in replays)
     )
@@ -168,8 +176,12 @@ def _build(
     outputs: Sequence[fx.Node | None],
     descs: Sequence[object],
     replays: dict[fx.Node, _Replay] | None = None,
+    *,
+    ran: set[fx.Node],
 ) -> fx.GraphModule:
-    """A new module: placeholders for `inputs`, a copy of each node of `sequence`, `outputs`."""
+    """A new module: placeholders for `inputs`, a copy of each node of `sequence`, `outputs`.
+    A node already in `ran` (emitted earlier in the step) is a recomputation: its copy is
+    marked so (RECOMPUTED, read by remat.recompute_ranges); `ran` gains what this emits."""
     replays = replays or {}
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
@@ -194,6 +206,9 @@ def _build(
             copy.meta = dict(node.meta)
         else:
             copy = graph.node_copy(node, lookup)
+        if node in ran:
+            copy.meta[RECOMPUTED] = True
+        ran.add(node)
         env[node] = copy  # later reads see the latest run
     output = graph.output(tuple(lookup(n) if isinstance(n, fx.Node) else n for n in outputs))
     output.meta["desc"] = list(descs)
