@@ -101,4 +101,19 @@ class _OpTimer(fx.Interpreter):
             if index >= self.warmup:
                 samples.append(time.perf_counter() - start)
         self.seconds[n] = statistics.median(samples)
-        return super().run_node(n)
+        result = super().run_node(n)
+        if not mutates:
+            rescale_to_unit(result)
+        return result
+
+
+def rescale_to_unit(value: object) -> None:
+    """Refill the floating tensors of an op's output with N(0, 1) values, in place.
+
+    Random inputs and weights are N(0, 1), so each matmul would multiply the scale by the
+    square root of its inner size and a few layers on reach huge values or inf, where kernels
+    take other paths (CPU's tanh-GELU runs 1.6x slower on inputs of scale 16 than of scale 1).
+    A trained network keeps its activations near unit scale; so does this run, op by op."""
+    for tensor in tree_leaves(value):
+        if isinstance(tensor, torch.Tensor) and tensor.dtype.is_floating_point:
+            tensor.normal_()

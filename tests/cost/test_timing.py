@@ -214,3 +214,31 @@ def test_profile_ops_leaves_inputs_and_rng_alone() -> None:
     profile_ops(gm, "cpu", [x, y], warmup=1, repeats=2)
     assert torch.equal(x, torch.zeros(3))
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+_SEEN_SCALES: list[float] = []
+
+
+@torch.library.custom_op("remat_test::scale_probe", mutates_args=())
+def _scale_probe(x: torch.Tensor) -> torch.Tensor:
+    _SEEN_SCALES.append(x.abs().max().item())
+    return x.clone()
+
+
+@_scale_probe.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def test_profile_ops_times_every_op_on_unit_scale_inputs() -> None:
+    # 40 matmuls of N(0, 1) 64 x 64 weights would grow the scale by 8 each: inf long before the
+    # last op. Kernels take other paths on such values; the timed run keeps them near unit.
+    def f(x, *weights):
+        for w in weights:
+            x = x @ w
+        return torch.ops.remat_test.scale_probe(x)
+
+    gm = _fake_graph(f, torch.randn(64, 64), *(torch.randn(64, 64) for _ in range(40)))
+    _SEEN_SCALES.clear()
+    profile_ops(gm, "cpu", warmup=0, repeats=1)
+    assert _SEEN_SCALES and all(math.isfinite(s) and s < 10.0 for s in _SEEN_SCALES)
