@@ -29,11 +29,7 @@ from remat.redundant_copies import drop_redundant_clones
 from remat.rewrite import rewrite
 from remat.step_plan import GraphPlan, GraphRequest, PlanOptions, StepPlans
 from remat.tangents import absent_tangents, accept_missing_gradients, defer_tangents
-from remat.torch_internals import (
-    aot_module_simplified,
-    dynamo_counters,
-    runs_on_fake_tensors,
-)
+from remat.torch_internals import aot_module_simplified, dynamo_counters, runs_on_fake_tensors
 from remat.workspace import measure_storage_bytes, measure_workspaces
 
 logger = logging.getLogger(__name__)
@@ -74,9 +70,7 @@ class Planner:
         self.current_key: tuple = ()
         self._ran: list[GraphPlan] | None = None
         """Graphs whose forward ran in the current call, when the caller tracks calls."""
-        self.recording = True
-        """Whether compiled graphs record what each run took and gave (GraphIO): off for the
-        calls of a settled step, whose links are known (the recording costs per call)."""
+        self.recording = True  # graphs record each run's GraphIO; off in a settled step's calls
         self.last_planned: GraphPlan | None = None
         """The graph the latest partition planned (its forward is compiled next)."""
         self._ran_fake: set[int] = set()

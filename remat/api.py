@@ -8,7 +8,6 @@ no-grad calls (eval, inference) to the original module, where remat costs nothin
 from __future__ import annotations
 
 import functools
-import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -25,87 +24,15 @@ from remat.call_warnings import (
     warn_over_budget,
     warn_probe_over_budget,
 )
+from remat.dynamo_calls import break_reasons, call_under_dynamo, static_only, summarize_break
 from remat.engines import engine_reserve
 from remat.fsdp import ShardedUnits, check_units, probe_outside, sharded_units
 from remat.inductor_fit import InductorFitting
 from remat.model_state import ModelState
 from remat.report import RematPlanReport
-from remat.signature import input_signature, is_symbolic
+from remat.signature import input_signature
 from remat.step_plan import PlanOptions, StepPlans
-from remat.torch_internals import (
-    BackendCompilerFailed,
-    dynamo_config,
-    dynamo_counters,
-    tree_leaves,
-    unset_fake_temporarily,
-)
-
-_RECOMPILE_LIMIT = 64
-"""Dynamo's default (8) would silently run eager after 8 input signatures or model instances."""
-
-
-_LOGGER_METHOD_NAMES = (
-    "debug",
-    "info",
-    "warning",
-    "error",
-    "warning_once",
-    "info_once",
-    "warning_advice",
-)
-"""Logging calls Dynamo may drop rather than break the graph at. transformers logs inside
-forward (`warning_once`, a method it adds to Logger on import), which would split the step."""
-
-
-def _logger_methods() -> set[Callable[..., Any]]:
-    names = (getattr(logging.Logger, name, None) for name in _LOGGER_METHOD_NAMES)
-    return {method for method in names if method is not None}
-
-
-_DYNAMIC_INPUTS = (
-    "remat.compile plans each input shape on its own, but Dynamo traced this step with "
-    "dynamic sizes: an input is marked dynamic (torch._dynamo.mark_dynamic or "
-    "maybe_mark_dynamic). Remove the mark, or use torch.compile(model, "
-    "backend=remat.backend(budget)), which plans each shape when it first runs"
-)
-
-_PROPAGATED_DYNAMIC = "_dynamo_propagated_dynamic_indices"
-"""AOTAutograd's unguarded hint on the outputs of a graph it traced with dynamic sizes (a
-tensor that went through another torch.compile'd model may carry it): Dynamo would trace
-remat's static step dynamic because of it."""
-
-
-def _call_under_dynamo(compiled: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    """One call of the compiled step under remat's Dynamo settings; a ValueError a backend
-    raised (a bad budget) reaches the caller as itself. The inputs' dynamic-size hints left by
-    other compiled code are set aside for the call."""
-    hinted = [
-        (x, getattr(x, _PROPAGATED_DYNAMIC))
-        for x in tree_leaves((args, kwargs))
-        if isinstance(x, torch.Tensor) and hasattr(x, _PROPAGATED_DYNAMIC)
-    ]
-    for tensor, _ in hinted:
-        delattr(tensor, _PROPAGATED_DYNAMIC)
-    try:
-        return _call_with_settings(compiled, args, kwargs)
-    finally:
-        for tensor, dims in hinted:
-            setattr(tensor, _PROPAGATED_DYNAMIC, dims)
-
-
-def _call_with_settings(compiled: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    with dynamo_config.patch(
-        recompile_limit=_RECOMPILE_LIMIT,
-        fail_on_recompile_limit_hit=True,  # else past it Dynamo runs eager: unplanned
-        ignore_logger_methods=_logger_methods(),
-    ):
-        try:
-            return compiled(*args, **kwargs)
-        except BackendCompilerFailed as error:
-            inner = error.inner_exception
-            if isinstance(inner, ValueError):
-                raise inner.with_traceback(None) from None
-            raise
+from remat.torch_internals import unset_fake_temporarily
 
 
 class RematModule(nn.Module):
@@ -151,14 +78,7 @@ class RematModule(nn.Module):
     def _fresh_backend(self) -> Callable[..., Any]:
         """A backend Dynamo has not seen (so it compiles the step afresh) that plans with the
         planner: each graph with the joint plan made for it, where there is one."""
-        plan = self._inductor if self._inductor is not None else self._planner.backend
-
-        def static_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Callable[..., Any]:
-            if is_symbolic(example_inputs):
-                raise ValueError(_DYNAMIC_INPUTS)
-            return plan(gm, example_inputs)
-
-        return static_backend
+        return static_only(self._inductor if self._inductor is not None else self._planner.backend)
 
     def _compile(self) -> Callable[..., Any]:
         """The model under Dynamo with a fresh backend (so it compiles afresh); under FSDP2,
@@ -308,14 +228,14 @@ class RematModule(nn.Module):
         compiled = self._compiled_for(key)
         self._planner.begin_call(key)
         first_call = key not in self._planner.steps
-        breaks_before = _break_reasons() if first_call else Counter()
+        breaks_before = break_reasons() if first_call else Counter()
         try:
-            result = _call_under_dynamo(compiled, args, kwargs)
+            result = call_under_dynamo(compiled, args, kwargs)
         finally:
             self._planner.end_call()
         if first_call and key in self._planner.steps:
-            new_breaks = _break_reasons() - breaks_before
-            self._planner.steps[key].graph_breaks = tuple(_summarize_break(r) for r in new_breaks)
+            new_breaks = break_reasons() - breaks_before
+            self._planner.steps[key].graph_breaks = tuple(summarize_break(r) for r in new_breaks)
         return result
 
     @property
@@ -413,15 +333,3 @@ def _ran_over_budget(step: StepPlans, budget: int | None) -> bool:
     the step as it ran (its graphs kept changing)."""
     over = any(g.over_budget for g in step.graphs) and not step.runs_joint_plan
     return over and budget is not None and step.predicted_peak > budget
-
-
-def _break_reasons() -> Counter:
-    """Dynamo's counts of why it split graphs so far (it keeps them process-wide)."""
-    return Counter(dynamo_counters["graph_break"]) + Counter(dynamo_counters["unimplemented"])
-
-
-def _summarize_break(reason: str) -> str:
-    """'Data-dependent branching at File "model.py", line 6': the reason and where."""
-    lines = [line.strip() for line in reason.strip().splitlines()]
-    where = next((line for line in lines if line.startswith("# File")), "")
-    return lines[0] + (f" ({where.lstrip('# ')})" if where else "")

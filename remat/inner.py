@@ -12,6 +12,7 @@ from typing import Any
 
 import torch.fx as fx
 
+from remat.fx_direct import direct_calls
 from remat.measure import untracked
 from remat.recompute_ranges import label_recomputations
 from remat.torch_internals import boxed_codegen
@@ -25,9 +26,10 @@ def run_as_fx(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
     label_recomputations(gm.graph)
     gm.graph.set_codegen(boxed_codegen())
     gm.recompile()
+    runnable = direct_calls(gm)
 
     def run(args: list[Any]) -> Any:
-        return gm(args)
+        return runnable(args)
 
     run._boxed_call = True  # type: ignore[attr-defined]
     return run

@@ -15,13 +15,14 @@ import torch
 import torch.fx as fx
 
 from remat.rewrite import RECOMPUTED
+from remat.torch_internals import profiler_enabled
 
 RANGE_NAME = "remat::recompute"
 
 
 def range_begins() -> Any:
     """The open range's handle, or None when no profiler is running."""
-    if not torch.autograd._profiler_enabled():
+    if not profiler_enabled():
         return None
     return torch.ops.profiler._record_function_enter_new.default(RANGE_NAME, None)
 

@@ -46,6 +46,9 @@ from torch._ops import HigherOrderOperator, OpOverload
 from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
 from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
 
+# Profiler: remat's recompute ranges (remat.recompute_ranges) open only while one records.
+from torch.autograd import _profiler_enabled as profiler_enabled
+
 # Symbolic shapes: a size hint for a symbolic dimension, when pricing a dynamic-shape graph.
 from torch.fx.experimental.symbolic_shapes import optimization_hint
 
@@ -92,6 +95,7 @@ __all__ = [
     "is_tangent",
     "make_boxed_func",
     "optimization_hint",
+    "profiler_enabled",
     "run_and_save_rng_state",
     "run_with_rng_state",
     "split_joint_outputs",
