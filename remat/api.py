@@ -220,12 +220,9 @@ class RematModule(nn.Module):
             self._settled.discard(key)
         return result
 
-    def _compiled_for(self, key: tuple) -> Callable[..., Any]:
-        return self._joint.get(key, self._compiled)
-
     def _run(self, key: tuple, args: tuple, kwargs: dict) -> Any:
         """One call of the compiled step: the joint plan's compile of it once there is one."""
-        compiled = self._compiled_for(key)
+        compiled = self._joint.get(key, self._compiled)
         self._planner.begin_call(key)
         first_call = key not in self._planner.steps
         breaks_before = break_reasons() if first_call else Counter()
