@@ -2,7 +2,7 @@
 
 fx emits `torch.ops.aten.mm.default(a, b)`: four attribute reads and a Python frame
 (`OpOverload.__call__`, whose whole body is `return self._op(*args, **kwargs)`) per op, on every
-call. The module built here calls the same kernel through a C-level partial bound to `_op`, one
+call. The graph built here calls the same kernel through a C-level partial bound to `_op`, one
 global per op: the same dispatch, with fewer Python steps per op (ad hoc, on the quick peer
 workloads: about 3-7% of a 50-70 ms CPU step with nothing recomputed).
 """
@@ -17,20 +17,19 @@ import torch.fx as fx
 from remat.torch_internals import OpOverload
 
 
-def direct_calls(gm: fx.GraphModule) -> fx.GraphModule:
-    """A new module running `gm`'s graph with every aten op called through its kernel
-    directly; `gm` is left as it was."""
-    graph = fx.Graph()
-    graph.set_codegen(gm.graph._codegen)
-    result = graph.graph_copy(gm.graph, {})
-    graph.output(result)
+def direct_call_graph(graph: fx.Graph) -> fx.Graph:
+    """A copy of `graph` (its codegen and nodes' meta included) with every aten op called
+    through its kernel directly; `graph` is left as it was."""
+    copy = fx.Graph()
+    copy.set_codegen(graph._codegen)
+    copy.output(copy.graph_copy(graph, {}))
     kernels: dict[OpOverload, Any] = {}
-    for node in graph.nodes:
+    for node in copy.nodes:
         if node.op == "call_function" and isinstance(node.target, OpOverload):
             if node.target not in kernels:
                 kernels[node.target] = _kernel(node.target)
             node.target = kernels[node.target]
-    return fx.GraphModule(gm, graph)
+    return copy
 
 
 def _kernel(op: OpOverload) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch.fx as fx
 
-from remat.fx_direct import direct_calls
+from remat.fx_direct import direct_call_graph
 from remat.measure import untracked
 from remat.recompute_ranges import label_recomputations
 from remat.torch_internals import boxed_codegen
@@ -23,10 +23,12 @@ Compiler = Callable[[fx.GraphModule, Sequence[Any]], Callable]
 def run_as_fx(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
     """Run the graph as fx code taking its arguments as one list, which it clears once read:
     a saved value is then freed at its last use in the backward, not when the backward ends."""
-    label_recomputations(gm.graph)
-    gm.graph.set_codegen(boxed_codegen())
-    gm.recompile()
-    runnable = direct_calls(gm)
+    # Built from a copy of the graph: `gm` stays as it was handed in, and the code is
+    # generated once.
+    graph = direct_call_graph(gm.graph)
+    label_recomputations(graph)
+    graph.set_codegen(boxed_codegen())
+    runnable = fx.GraphModule(gm, graph)
 
     def run(args: list[Any]) -> Any:
         return runnable(args)
