@@ -3,8 +3,7 @@
 fx emits `torch.ops.aten.mm.default(a, b)`: four attribute reads and a Python frame
 (`OpOverload.__call__`, whose whole body is `return self._op(*args, **kwargs)`) per op, on every
 call. The graph built here calls the same kernel through a C-level partial bound to `_op`, one
-global per op: the same dispatch, with fewer Python steps per op (ad hoc, on the quick peer
-workloads: about 3-7% of a 50-70 ms CPU step with nothing recomputed).
+global per op: the same dispatch, with fewer Python steps per op.
 """
 
 from __future__ import annotations
