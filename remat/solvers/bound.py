@@ -6,9 +6,11 @@ gaps is in memory unless that gap is "dropped", and each dropped gap needs its o
 the value (a production serves the reads after it until the next one), so it costs one execution
 of the producer. The values op j reads, its outputs and its transient bytes are in memory at j
 whatever the plan. Choosing the dropped gaps so that every step fits the budget, at least cost, is
-a covering problem much smaller than the scheduling model; ignoring what a recomputation itself
-needs (its inputs) makes it a relaxation, so its optimum, and CP-SAT's bound on it, bound the
-recompute time of every plan (any number of recomputations) from below.
+a covering problem much smaller than the scheduling model. What a recomputation itself needs is
+counted only in part (a chain of inputs the reference order has let die, held or made again:
+bound_inputs.py; not what the recomputation holds while it runs), so it stays a relaxation: its
+optimum, and CP-SAT's bound on it, bound the recompute time of every plan (any number of
+recomputations) from below.
 
 It also gives the floor a lower bound: no plan's peak is below the largest fixed demand of a step.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from ortools.sat.python import cp_model
 
 from remat.ir import RematGraph
+from remat.solvers.bound_inputs import input_terms, with_storages
 from remat.solvers.ilp_problem import Problem, build_problem
 
 
@@ -67,7 +70,7 @@ def relaxation(graph: RematGraph) -> Relaxation:
     for op in graph.ops:
         for tensor in problem.reads[op.id]:
             reads.setdefault(tensor, []).append(op.id)
-    for tensor in _with_storages(graph, graph.outputs):
+    for tensor in with_storages(graph, graph.outputs):
         reads.setdefault(tensor, []).append(count)
     fixed = [0] * (count + 1)
     for op in graph.ops:
@@ -84,7 +87,7 @@ def relaxation(graph: RematGraph) -> Relaxation:
             if tensor not in problem.reads[position]:
                 fixed[position] += problem.size[tensor]
     gaps = []
-    pinned = _with_storages(graph, graph.forward_outputs)
+    pinned = with_storages(graph, graph.forward_outputs)
     for tensor in range(len(graph.tensors)):
         producer = graph.tensors[tensor].producer
         if producer is None or not problem.size[tensor]:
@@ -101,12 +104,6 @@ def relaxation(graph: RematGraph) -> Relaxation:
             else:
                 _add_fixed(fixed, gap, boundary, count)
     return Relaxation(tuple(gaps), tuple(fixed), problem)
-
-
-def _with_storages(graph: RematGraph, tensors: tuple[int, ...]) -> frozenset[int]:
-    """`tensors` and the storages they view: a returned view holds its base's storage to the
-    end (the simulator counts it there)."""
-    return frozenset((*tensors, *(graph.storage_of(t) for t in tensors)))
 
 
 def _pin_from_boundary(fixed: list[int], gap: Gap, boundary: int, count: int) -> Gap | None:
@@ -178,9 +175,10 @@ def solve_relaxation(
     model = cp_model.CpModel()
     dropped = [model.new_bool_var("") for _ in relaxed.gaps]
     chosen = _worst_steps(relaxed, capacity, graph.boundary, max_terms)
-    extra, extra_cost = _input_terms(model, relaxed, dropped, chosen)
+    extra, extra_cost = input_terms(model, relaxed, dropped, chosen)
     for position, items in _terms(relaxed, dropped, graph.boundary, chosen).items():
-        kept = sum(size for size, _ in items) - sum(size * lit for size, lit in items)
+        sizes, literals = [size for size, _ in items], [lit for _, lit in items]
+        kept = sum(sizes) - cp_model.LinearExpr.weighted_sum(literals, sizes)
         model.add(kept + sum(extra.get(position, [])) <= capacity - relaxed.fixed[position])
     model.minimize(_cost(model, relaxed, dropped) + extra_cost)
     solver = cp_model.CpSolver()
@@ -239,82 +237,6 @@ def _terms(
         if count in chosen and gap.spans(boundary):
             terms[count].append((gap.size, literal))
     return terms
-
-
-def _input_terms(
-    model: cp_model.CpModel,
-    relaxed: Relaxation,
-    dropped: list[cp_model.IntVar],
-    chosen: set[int],
-) -> tuple[dict[int, list[cp_model.LinearExprT]], cp_model.LinearExprT]:
-    """What a recomputation needs: its inputs, alive when it runs.
-
-    Dropping gap G of t (produced by u) means t is missing at some step e inside G and u runs
-    again after e. If an input s of u is dead at e in the reference order (its last read is
-    earlier), then at e either t is there, or s is (u reads it later), or s is produced again
-    after e (one more run of s's producer). So e holds at least min(size t, size s) unless s is
-    recomputed. Each (s, e) is credited to one gap only, the one with the largest such term, so
-    nothing is counted twice.
-    """
-    problem, graph = relaxed.problem, relaxed.problem.graph
-    last_read = _last_reads(relaxed)
-    steps = sorted(p for p in chosen if p < len(relaxed.fixed) - 1)
-    claims: dict[tuple[int, int], tuple[int, int]] = {}
-    for index, gap in enumerate(relaxed.gaps):
-        found = _largest_dead_input(graph, problem, gap, last_read)
-        if found is None:
-            continue
-        source, size = found
-        low = bisect.bisect_left(steps, max(gap.after, last_read[source]) + 1)
-        high = bisect.bisect_left(steps, gap.before)
-        for position in steps[low:high]:
-            weight = min(gap.size, size)
-            if claims.get((source, position), (0, -1))[0] < weight:
-                claims[(source, position)] = (weight, index)
-    runs: dict[int, cp_model.IntVar] = {}
-    pays: dict[tuple[int, int], cp_model.IntVar] = {}
-    extra: dict[int, list[cp_model.LinearExprT]] = {}
-    for (source, position), (weight, index) in claims.items():
-        key = (index, source)
-        if key not in pays:
-            pays[key] = model.new_bool_var("")
-            model.add_implication(pays[key], dropped[index])
-            producer = graph.tensors[source].producer
-            assert producer is not None
-            runs.setdefault(producer, model.new_bool_var(""))
-            model.add_implication(pays[key], runs[producer])
-        extra.setdefault(position, []).append(weight * (dropped[index] - pays[key]))
-    return extra, sum(problem.cost[p] * var for p, var in runs.items())
-
-
-def _last_reads(relaxed: Relaxation) -> dict[int, int]:
-    """Last position each stored tensor is read (or produced) in the reference order."""
-    graph, problem = relaxed.problem.graph, relaxed.problem
-    last: dict[int, int] = {}
-    for op in graph.ops:
-        for tensor in op.outputs:
-            last[tensor] = op.id
-        for tensor in problem.reads[op.id]:
-            last[tensor] = op.id
-    for tensor in _with_storages(graph, graph.outputs):
-        last[tensor] = len(graph.ops)
-    return last
-
-
-def _largest_dead_input(
-    graph: RematGraph, problem: Problem, gap: Gap, last_read: dict[int, int]
-) -> tuple[int, int] | None:
-    """The biggest input of the gap's producer that dies before the gap closes."""
-    late = set(graph.late_inputs)
-    best: tuple[int, int] | None = None
-    for source in problem.reads[gap.producer]:
-        producer = graph.tensors[source].producer
-        size = problem.size[source]
-        if producer is None or source in late or not size or problem.copies[producer] < 2:
-            continue
-        if last_read[source] < gap.before - 1 and (best is None or size > best[1]):
-            best = (source, size)
-    return best
 
 
 def _cost(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from factories import GraphBuilder, random_general_graph, random_training_graph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -74,3 +75,33 @@ def test_the_bound_is_below_every_lazy_plan(rng: random.Random, general: bool, s
         solved = solve_relaxation(graph, replay.peak, time_limit=5.0)
         assert solved is not None, "a plan fits, yet the relaxation calls the budget infeasible"
         assert solved.bound <= replay.recompute_time * (1 + 1e-9) + 1e-12
+
+
+def _attention_core_graph() -> RematGraph:
+    """An expensive product under two cheap ops whose last output the backward reads; the
+    product and the scaled scores die in the forward, so remaking the probabilities later means
+    remaking the whole chain."""
+    builder = GraphBuilder("attention core")
+    x = builder.input("x")
+    scores = builder.op("scores", [x], 10, 10.0)
+    scaled = builder.op("scaled", [scores], 10, 1.0)
+    probs = builder.op("probs", [scaled], 10, 1.0)
+    out = builder.op("out", [probs], 2, 1.0)
+    loss = builder.op("loss", [out], 1, 0.5)
+    builder.start_backward()
+    grad = builder.input("tangent", 1, late=True)
+    big = builder.op("g_big", [grad], 15, 1.0)
+    g_out = builder.op("g_out", [big], 2, 1.0)
+    g_probs = builder.op("g_probs", [g_out, probs], 10, 1.0)
+    builder.op("g_x", [g_probs], 1, 1.0)
+    return builder.build(outputs=[loss], forward_outputs=[loss])
+
+
+def test_dropping_a_value_charges_the_chain_of_dead_inputs_it_is_made_from() -> None:
+    graph = _attention_core_graph()
+    keep_all = keep_all_plan(graph).predicted_peak
+    # One byte under keep-all the probabilities cannot be held while g_big runs; remaking
+    # them needs the scaled scores and those the scores: 1 + 1 + 10 seconds, the best plan's.
+    solved = solve_relaxation(graph, keep_all - 1)
+    assert solved is not None
+    assert solved.bound == pytest.approx(12.0, rel=1e-4)

@@ -1,0 +1,161 @@
+"""What a recomputation needs, for the gap relaxation (bound.py): its inputs at the step it
+runs, and their inputs in turn when those are made again too.
+
+A dropped gap's value is made again after a step it is missing at; its producer then reads its
+inputs, and an input that the reference order has let die by then must be held at that step
+or be made again itself. Following the largest such input down a chain charges the memory or
+the recompute that a cheap value over an expensive one (an attention core's softmax over its
+score product) really costs, where counting the dropped value's own producer alone would not.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING
+
+from ortools.sat.python import cp_model
+
+from remat.ir import RematGraph
+from remat.solvers.ilp_problem import Problem
+
+if TYPE_CHECKING:
+    from remat.solvers.bound import Gap, Relaxation
+
+_CHAIN_DEPTH = 6
+"""Levels of dead inputs followed below a dropped value (enough to reach the matmul under an
+attention core's scale, mask and softmax)."""
+
+
+def with_storages(graph: RematGraph, tensors: tuple[int, ...]) -> frozenset[int]:
+    """`tensors` and the storages they view: a returned view holds its base's storage to the
+    end (the simulator counts it there)."""
+    return frozenset((*tensors, *(graph.storage_of(t) for t in tensors)))
+
+
+def input_terms(
+    model: cp_model.CpModel,
+    relaxed: Relaxation,
+    dropped: list[cp_model.IntVar],
+    chosen: set[int],
+) -> tuple[dict[int, list[cp_model.LinearExprT]], cp_model.LinearExprT]:
+    """What a recomputation needs: its inputs, alive when it runs, and theirs in turn.
+
+    Dropping gap G of t (produced by u) means t is missing at some step e inside G and u runs
+    again after e. If an input s1 of u is dead at e in the reference order (its last read is
+    earlier), then at e either t is there, or s1 is (u reads it later), or s1 is produced again
+    after e, whose producer needs its own input s2: there at e or produced again, and so on
+    down a chain of dead inputs (the largest at each level). So e holds at least
+    min(size t, size s1, .., size sk) unless s1..sk are all produced again (one more run of
+    sk's producer, `pays` at level k). One chain's terms telescope (at most one counts at e),
+    and each (s, e) is credited to one chain only, the one with the largest term; a chain
+    counts at e only through the levels it owns there, so no tensor is counted twice.
+    """
+    problem, graph = relaxed.problem, relaxed.problem.graph
+    last_read = _last_reads(relaxed)
+    steps = sorted(p for p in chosen if p < len(relaxed.fixed) - 1)
+    chains: dict[int, list[tuple[int, int, int]]] = {}
+    claims: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for index, gap in enumerate(relaxed.gaps):
+        chain = _dead_input_chain(graph, problem, gap, last_read)
+        if not chain:
+            continue
+        chains[index] = chain
+        high = bisect.bisect_left(steps, gap.before)
+        for level, (source, weight, start) in enumerate(chain):
+            for position in steps[bisect.bisect_left(steps, start) : high]:
+                if claims.get((source, position), (0, -1, 0))[0] < weight:
+                    claims[(source, position)] = (weight, index, level)
+    owned: dict[tuple[int, int], set[int]] = {}
+    for (_, position), (_, index, level) in claims.items():
+        owned.setdefault((index, position), set()).add(level)
+    runs: dict[int, cp_model.IntVar] = {}
+    pays: dict[tuple[int, int], cp_model.IntVar] = {}
+
+    def paying(index: int, level: int) -> cp_model.IntVar:
+        if (index, level) not in pays:
+            literal = pays[(index, level)] = model.new_bool_var("")
+            model.add_implication(
+                literal, dropped[index] if level == 0 else paying(index, level - 1)
+            )
+            producer = graph.tensors[chains[index][level][0]].producer
+            assert producer is not None
+            runs.setdefault(producer, model.new_bool_var(""))
+            model.add_implication(literal, runs[producer])
+        return pays[(index, level)]
+
+    telescoped: dict[tuple[int, int], cp_model.LinearExprT] = {}
+
+    def credit(index: int, depth: int) -> cp_model.LinearExprT:
+        """Levels 0..depth-1 of a chain's terms, summed: sum of w_l * (pays_{l-1} - pays_l)
+        with pays_{-1} the drop itself; equal weights cancel, so most chains need two terms."""
+        if (index, depth) not in telescoped:
+            coefficients: dict[cp_model.IntVar, int] = {dropped[index]: 0}
+            for level in range(depth):
+                weight = chains[index][level][1]
+                above = dropped[index] if level == 0 else paying(index, level - 1)
+                coefficients[above] = coefficients.get(above, 0) + weight
+                coefficients[paying(index, level)] = -weight
+            pairs = [(var, c) for var, c in coefficients.items() if c]
+            telescoped[(index, depth)] = cp_model.LinearExpr.weighted_sum(
+                [var for var, _ in pairs], [c for _, c in pairs]
+            )
+        return telescoped[(index, depth)]
+
+    extra: dict[int, list[cp_model.LinearExprT]] = {}
+    for (index, position), levels in owned.items():
+        depth = 0
+        while depth in levels:
+            depth += 1
+        if depth:
+            extra.setdefault(position, []).append(credit(index, depth))
+    return extra, sum(problem.cost[p] * var for p, var in runs.items())
+
+
+def _dead_input_chain(
+    graph: RematGraph, problem: Problem, gap: Gap, last_read: dict[int, int]
+) -> list[tuple[int, int, int]]:
+    """Per level: the dead input followed, the chain's weight there (the smallest size so far)
+    and the first step where every input so far is dead."""
+    chain: list[tuple[int, int, int]] = []
+    op, weight, start = gap.producer, gap.size, gap.after + 1
+    while len(chain) < _CHAIN_DEPTH:
+        found = _largest_dead_input(graph, problem, op, gap.before, last_read)
+        if found is None:
+            break
+        source, size = found
+        weight, start = min(weight, size), max(start, last_read[source] + 1)
+        chain.append((source, weight, start))
+        producer = graph.tensors[source].producer
+        assert producer is not None
+        op = producer
+    return chain
+
+
+def _last_reads(relaxed: Relaxation) -> dict[int, int]:
+    """Last position each stored tensor is read (or produced) in the reference order."""
+    graph, problem = relaxed.problem.graph, relaxed.problem
+    last: dict[int, int] = {}
+    for op in graph.ops:
+        for tensor in op.outputs:
+            last[tensor] = op.id
+        for tensor in problem.reads[op.id]:
+            last[tensor] = op.id
+    for tensor in with_storages(graph, graph.outputs):
+        last[tensor] = len(graph.ops)
+    return last
+
+
+def _largest_dead_input(
+    graph: RematGraph, problem: Problem, op: int, before: int, last_read: dict[int, int]
+) -> tuple[int, int] | None:
+    """The biggest recomputable input of `op` that dies before step `before - 1`."""
+    late = set(graph.late_inputs)
+    best: tuple[int, int] | None = None
+    for source in problem.reads[op]:
+        producer = graph.tensors[source].producer
+        size = problem.size[source]
+        if producer is None or source in late or not size or problem.copies[producer] < 2:
+            continue
+        if last_read[source] < before - 1 and (best is None or size > best[1]):
+            best = (source, size)
+    return best
