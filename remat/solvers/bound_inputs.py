@@ -11,6 +11,7 @@ score product) really costs, where counting the dropped value's own producer alo
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ortools.sat.python import cp_model
@@ -21,7 +22,7 @@ from remat.solvers.ilp_problem import Problem
 if TYPE_CHECKING:
     from remat.solvers.bound import Gap, Relaxation
 
-_CHAIN_DEPTH = 6
+CHAIN_DEPTH = 6
 """Levels of dead inputs followed below a dropped value (enough to reach the matmul under an
 attention core's scale, mask and softmax)."""
 
@@ -37,6 +38,7 @@ def input_terms(
     relaxed: Relaxation,
     dropped: list[cp_model.IntVar],
     chosen: set[int],
+    deep: frozenset[int] = frozenset(),
 ) -> tuple[dict[int, list[cp_model.LinearExprT]], cp_model.LinearExprT]:
     """What a recomputation needs: its inputs, alive when it runs, and theirs in turn.
 
@@ -49,25 +51,31 @@ def input_terms(
     sk's producer, `pays` at level k). One chain's terms telescope (at most one counts at e),
     and each (s, e) is credited to one chain only, the one with the largest term; a chain
     counts at e only through the levels it owns there, so no tensor is counted twice.
+
+    Gaps in `deep` follow chains CHAIN_DEPTH levels down, the others one level (following
+    fewer, or none, only weakens the bound; deep chains for every gap make a model CP-SAT
+    solves much more slowly).
     """
     problem, graph = relaxed.problem, relaxed.problem.graph
     last_read = _last_reads(relaxed)
     steps = sorted(p for p in chosen if p < len(relaxed.fixed) - 1)
     chains: dict[int, list[tuple[int, int, int]]] = {}
-    claims: dict[tuple[int, int], tuple[int, int, int]] = {}
+    claims: dict[int, list[_Claim]] = {}
     for index, gap in enumerate(relaxed.gaps):
-        chain = _dead_input_chain(graph, problem, gap, last_read)
+        depth = CHAIN_DEPTH if index in deep else 1
+        chain = _dead_input_chain(graph, problem, gap, last_read, depth)
         if not chain:
             continue
         chains[index] = chain
         high = bisect.bisect_left(steps, gap.before)
         for level, (source, weight, start) in enumerate(chain):
-            for position in steps[bisect.bisect_left(steps, start) : high]:
-                if claims.get((source, position), (0, -1, 0))[0] < weight:
-                    claims[(source, position)] = (weight, index, level)
-    owned: dict[tuple[int, int], set[int]] = {}
-    for (_, position), (_, index, level) in claims.items():
-        owned.setdefault((index, position), set()).add(level)
+            low = bisect.bisect_left(steps, start)
+            if low < high:
+                claims.setdefault(source, []).append(_Claim(low, high, weight, index, level))
+    owned: dict[int, dict[int, list[tuple[int, int]]]] = {}
+    for claimants in claims.values():
+        for low, high, claim in _owners(claimants):
+            owned.setdefault(claim.index, {}).setdefault(claim.level, []).append((low, high))
     runs: dict[int, cp_model.IntVar] = {}
     pays: dict[tuple[int, int], cp_model.IntVar] = {}
 
@@ -102,23 +110,67 @@ def input_terms(
         return telescoped[(index, depth)]
 
     extra: dict[int, list[cp_model.LinearExprT]] = {}
-    for (index, position), levels in owned.items():
-        depth = 0
-        while depth in levels:
-            depth += 1
-        if depth:
-            extra.setdefault(position, []).append(credit(index, depth))
+    for index, levels in owned.items():
+        for low, high, depth in _depths(levels):
+            term = credit(index, depth)
+            for position in steps[low:high]:
+                extra.setdefault(position, []).append(term)
     return extra, sum(problem.cost[p] * var for p, var in runs.items())
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """Chain `index` claims its level-`level` source at the chosen steps low..high-1 (indices
+    into the sorted chosen steps) with `weight`."""
+
+    low: int
+    high: int
+    weight: int
+    index: int
+    level: int
+
+
+def _owners(claimants: list[_Claim]) -> list[tuple[int, int, _Claim]]:
+    """Who holds one source's claim where: at each step the largest weight, ties to the chain
+    listed first; as runs of steps with one owner."""
+    if len(claimants) == 1:
+        (only,) = claimants
+        return [(only.low, only.high, only)]
+    cuts = sorted({bound for c in claimants for bound in (c.low, c.high)})
+    runs: list[tuple[int, int, _Claim]] = []
+    for low, high in zip(cuts, cuts[1:]):
+        covering = [c for c in claimants if c.low <= low and high <= c.high]
+        if not covering:
+            continue
+        owner = max(covering, key=lambda c: (c.weight, -c.index, -c.level))
+        if runs and runs[-1][1] == low and runs[-1][2] is owner:
+            runs[-1] = (runs[-1][0], high, owner)
+        else:
+            runs.append((low, high, owner))
+    return runs
+
+
+def _depths(levels: dict[int, list[tuple[int, int]]]) -> list[tuple[int, int, int]]:
+    """Runs of steps and how many of a chain's levels, from the top, it owns there."""
+    cuts = sorted({bound for ranges in levels.values() for pair in ranges for bound in pair})
+    found: list[tuple[int, int, int]] = []
+    for low, high in zip(cuts, cuts[1:]):
+        depth = 0
+        while any(a <= low and high <= b for a, b in levels.get(depth, ())):
+            depth += 1
+        if depth:
+            found.append((low, high, depth))
+    return found
+
+
 def _dead_input_chain(
-    graph: RematGraph, problem: Problem, gap: Gap, last_read: dict[int, int]
+    graph: RematGraph, problem: Problem, gap: Gap, last_read: dict[int, int], depth: int
 ) -> list[tuple[int, int, int]]:
     """Per level: the dead input followed, the chain's weight there (the smallest size so far)
     and the first step where every input so far is dead."""
     chain: list[tuple[int, int, int]] = []
     op, weight, start = gap.producer, gap.size, gap.after + 1
-    while len(chain) < _CHAIN_DEPTH:
+    while len(chain) < depth:
         found = _largest_dead_input(graph, problem, op, gap.before, last_read)
         if found is None:
             break
