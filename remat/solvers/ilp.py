@@ -4,8 +4,9 @@ Flow, within `time_limit` seconds of wall clock (building the models and replayi
 included):
 1. heuristics (heuristics.py): keep-all, the lazy, sqrt and structured families, repeated blocks
    solved once (template.py), eviction and splitting;
-2. the gap relaxation (bound.py): a lower bound valid for any number of recomputations; a
-   heuristic plan that meets it is optimal and the search stops there;
+2. the gap relaxation (bound.py): a lower bound valid for any number of recomputations (two
+   models solved at once, on two threads); a heuristic plan that meets it is optimal and the
+   search stops there;
 3. local search (local.py) from the best heuristic plan within the budget (on big graphs,
    several chains from the cheapest distinct plans, with most of the time: see _BIG_READS);
 4. CP-SAT on the retention-interval model (ilp_model.py), hinted with the best plan it can
