@@ -26,37 +26,8 @@ from ortools.sat.python import cp_model
 
 from remat.ir import RematGraph
 from remat.solvers.bound_inputs import input_terms, with_storages
+from remat.solvers.gaps import Gap, Relaxation
 from remat.solvers.ilp_problem import Problem, build_problem
-
-
-@dataclass(frozen=True)
-class Gap:
-    tensor: int
-    producer: int
-    after: int
-    """Position of the production or read that opens the gap."""
-    before: int
-    """Position of the read that closes it (len(ops) for the end of the step)."""
-    size: int
-    """Memory units."""
-    holds_boundary: bool = True
-    """Whether the value is held between the parts when the gap spans them (the forward part of
-    a forward output's gap is not: what is held there is the instance returned, fixed)."""
-
-    def spans(self, boundary: int) -> bool:
-        """Whether the gap's value is held at the boundary unless the gap is dropped."""
-        return self.holds_boundary and self.after < boundary <= self.before
-
-
-@dataclass(frozen=True)
-class Relaxation:
-    gaps: tuple[Gap, ...]
-    fixed: tuple[int, ...]
-    """Per position (the last entry is the boundary): memory units no plan avoids there."""
-    problem: Problem
-
-    def floor_units(self) -> int:
-        return max(self.fixed, default=0)
 
 
 def relaxation(graph: RematGraph) -> Relaxation:

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ortools.sat.python import cp_model
 
 from remat.ir import RematGraph
+from remat.solvers.gaps import Gap, Relaxation
 from remat.solvers.ilp_problem import Problem
-
-if TYPE_CHECKING:
-    from remat.solvers.bound import Gap, Relaxation
 
 CHAIN_DEPTH = 6
 """Levels of dead inputs followed below a dropped value (enough to reach the matmul under an

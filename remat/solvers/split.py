@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from remat.ir import Plan, RematGraph
 from remat.solvers._common import fast_plan
 from remat.solvers._fastsim import FastResult, fast_simulate
-from remat.solvers.bound import Gap
+from remat.solvers.gaps import Gap
 
 Schedule = tuple[tuple[int, ...], int]
 

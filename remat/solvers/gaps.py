@@ -1,0 +1,38 @@
+"""The gap relaxation's data (bound.py): the gaps between a stored value's reads and the
+demand no plan avoids, per step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from remat.solvers.ilp_problem import Problem
+
+
+@dataclass(frozen=True)
+class Gap:
+    tensor: int
+    producer: int
+    after: int
+    """Position of the production or read that opens the gap."""
+    before: int
+    """Position of the read that closes it (len(ops) for the end of the step)."""
+    size: int
+    """Memory units."""
+    holds_boundary: bool = True
+    """Whether the value is held between the parts when the gap spans them (the forward part of
+    a forward output's gap is not: what is held there is the instance returned, fixed)."""
+
+    def spans(self, boundary: int) -> bool:
+        """Whether the gap's value is held at the boundary unless the gap is dropped."""
+        return self.holds_boundary and self.after < boundary <= self.before
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    gaps: tuple[Gap, ...]
+    fixed: tuple[int, ...]
+    """Per position (the last entry is the boundary): memory units no plan avoids there."""
+    problem: Problem
+
+    def floor_units(self) -> int:
+        return max(self.fixed, default=0)
