@@ -13,14 +13,14 @@ from typing import Any
 
 import torch.fx as fx
 
-from remat.torch_internals import OpOverload
+from remat.torch_internals import OpOverload, codegen_of, kernel_of
 
 
 def direct_call_graph(graph: fx.Graph) -> fx.Graph:
     """A copy of `graph` (its codegen and nodes' meta included) with every aten op called
     through its kernel directly; `graph` is left as it was."""
     copy = fx.Graph()
-    copy.set_codegen(graph._codegen)
+    copy.set_codegen(codegen_of(graph))
     copy.output(copy.graph_copy(graph, {}))
     kernels: dict[OpOverload, Any] = {}
     for node in copy.nodes:
@@ -32,7 +32,7 @@ def direct_call_graph(graph: fx.Graph) -> fx.Graph:
 
 
 def _kernel(op: OpOverload) -> Any:
-    kernel = functools.partial(op._op)
+    kernel = functools.partial(kernel_of(op))
     # fx names the global after these (a name from torch would be emitted as torch.ops...).
     kernel.__name__ = str(op).replace(".", "_")  # type: ignore[attr-defined]
     kernel.__module__ = "remat_kernels"  # type: ignore[attr-defined]

@@ -76,7 +76,9 @@ __all__ = [
     "active_ddp_module",
     "queue_backward_callback",
     "in_backward",
+    "kernel_of",
     "boxed_codegen",
+    "codegen_of",
     "FunctionSchema",
     "HigherOrderOperator",
     "OpOverload",
@@ -138,6 +140,16 @@ def boxed_codegen() -> Any:
     """fx code generation for a graph that takes its arguments as one list and clears it once
     read (AOTAutograd's boxed convention), so a saved value is freed at its last use."""
     return fx.graph._BoxedCodeGen()
+
+
+def codegen_of(graph: fx.Graph) -> Any:
+    """The code generation a graph has (fx keeps it private)."""
+    return graph._codegen
+
+
+def kernel_of(op: OpOverload) -> Any:
+    """The C-level callable an OpOverload's `__call__` forwards to, with the same dispatch."""
+    return op._op
 
 
 def queue_backward_callback(callback: Any) -> None:

@@ -18,15 +18,15 @@ It also gives the floor a lower bound: no plan's peak is below the largest fixed
 from __future__ import annotations
 
 import bisect
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
 from remat.ir import RematGraph
-from remat.solvers.bound_inputs import input_terms, with_storages
-from remat.solvers.gaps import Gap, Relaxation
+from remat.solvers.bound_inputs import CHAIN_DEPTH, input_terms
+from remat.solvers.gaps import Gap, Relaxation, with_storages
 from remat.solvers.ilp_problem import Problem, build_problem
 
 
@@ -148,25 +148,11 @@ def solve_relaxation(
     # solves): one dead input per gap, which CP-SAT proves fastest where little must be
     # dropped (HF GPT-2, 96 layers at 0.7-0.9 of keep-all), and deep chains, about twice as
     # tight where much must be (12 layers at half the keep-all peak). The larger bound wins.
-    shallow = _Model(relaxed, capacity, chosen, frozenset())
-    beside: list[tuple[float, frozenset[int]] | None | BaseException] = []
-
-    def solve_shallow() -> None:
-        try:
-            beside.append(shallow.solve(until, workers))
-        except BaseException as error:  # re-raised below, in the caller's thread
-            beside.append(error)
-
-    worker = threading.Thread(target=solve_shallow, name="remat-relaxation")
-    worker.start()
-    try:
-        deep = _Model(relaxed, capacity, chosen, frozenset(range(len(relaxed.gaps))))
-        solved = deep.solve(until, workers)
-    finally:
-        worker.join()
-    (other,) = beside
-    if isinstance(other, BaseException):
-        raise other
+    shallow = _Model(relaxed, capacity, chosen, depth=1)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="remat-relaxation") as pool:
+        beside = pool.submit(shallow.solve, until, workers)
+        solved = _Model(relaxed, capacity, chosen, depth=CHAIN_DEPTH).solve(until, workers)
+        other = beside.result()
     if solved is None or other is None:
         return None
     bound, dropped = max(other, solved, key=lambda found: found[0])
@@ -174,16 +160,14 @@ def solve_relaxation(
 
 
 class _Model:
-    """The relaxation at one capacity as a CP-SAT model, following chains below `deep` gaps."""
+    """The relaxation at one capacity as a CP-SAT model, following chains `depth` levels."""
 
-    def __init__(
-        self, relaxed: Relaxation, capacity: int, chosen: set[int], deep: frozenset[int]
-    ) -> None:
+    def __init__(self, relaxed: Relaxation, capacity: int, chosen: set[int], depth: int) -> None:
         self.relaxed = relaxed
         self.model = model = cp_model.CpModel()
         self.dropped = dropped = [model.new_bool_var("") for _ in relaxed.gaps]
         boundary = relaxed.problem.graph.boundary
-        extra, extra_cost = input_terms(model, relaxed, dropped, chosen, deep)
+        extra, extra_cost = input_terms(model, relaxed, dropped, chosen, depth)
         for position, items in _terms(relaxed, dropped, boundary, chosen).items():
             sizes, literals = [size for size, _ in items], [lit for _, lit in items]
             kept = sum(sizes) - cp_model.LinearExpr.weighted_sum(literals, sizes)

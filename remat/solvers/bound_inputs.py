@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ortools.sat.python import cp_model
 
 from remat.ir import RematGraph
-from remat.solvers.gaps import Gap, Relaxation
+from remat.solvers.gaps import Gap, Relaxation, with_storages
 from remat.solvers.ilp_problem import Problem
 
 CHAIN_DEPTH = 6
@@ -24,18 +24,12 @@ CHAIN_DEPTH = 6
 attention core's scale, mask and softmax)."""
 
 
-def with_storages(graph: RematGraph, tensors: tuple[int, ...]) -> frozenset[int]:
-    """`tensors` and the storages they view: a returned view holds its base's storage to the
-    end (the simulator counts it there)."""
-    return frozenset((*tensors, *(graph.storage_of(t) for t in tensors)))
-
-
 def input_terms(
     model: cp_model.CpModel,
     relaxed: Relaxation,
     dropped: list[cp_model.IntVar],
     chosen: set[int],
-    deep: frozenset[int] = frozenset(),
+    depth: int = CHAIN_DEPTH,
 ) -> tuple[dict[int, list[cp_model.LinearExprT]], cp_model.LinearExprT]:
     """What a recomputation needs: its inputs, alive when it runs, and theirs in turn.
 
@@ -49,9 +43,8 @@ def input_terms(
     and each (s, e) is credited to one chain only, the one with the largest term; a chain
     counts at e only through the levels it owns there, so no tensor is counted twice.
 
-    Gaps in `deep` follow chains CHAIN_DEPTH levels down, the others one level (following
-    fewer, or none, only weakens the bound; deep chains for every gap make a model CP-SAT
-    solves much more slowly).
+    Chains are followed `depth` levels down (fewer, or none, only weaken the bound; deep
+    chains make a model CP-SAT proves more slowly where little must be dropped).
     """
     problem, graph = relaxed.problem, relaxed.problem.graph
     last_read = _last_reads(relaxed)
@@ -59,7 +52,6 @@ def input_terms(
     chains: dict[int, list[tuple[int, int, int]]] = {}
     claims: dict[int, list[_Claim]] = {}
     for index, gap in enumerate(relaxed.gaps):
-        depth = CHAIN_DEPTH if index in deep else 1
         chain = _dead_input_chain(graph, problem, gap, last_read, depth)
         if not chain:
             continue

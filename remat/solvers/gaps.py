@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from remat.ir import RematGraph
 from remat.solvers.ilp_problem import Problem
 
 
@@ -36,3 +37,9 @@ class Relaxation:
 
     def floor_units(self) -> int:
         return max(self.fixed, default=0)
+
+
+def with_storages(graph: RematGraph, tensors: tuple[int, ...]) -> frozenset[int]:
+    """`tensors` and the storages they view: a returned view holds its base's storage to the
+    end (the simulator counts it there)."""
+    return frozenset((*tensors, *(graph.storage_of(t) for t in tensors)))
