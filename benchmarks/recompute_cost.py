@@ -1,7 +1,9 @@
 """How well remat's recompute-time estimates match the step: `python -m benchmarks.recompute_cost`.
 
 For each workload, remat.compile plans the step at budgets below the keep-all peak, with op
-times from the roofline (`timing="estimate"`) and measured once per op (`timing="measure"`).
+times from the roofline (`timing="estimate"`: the built-in profile), from the roofline of this
+machine measured at the run's thread count (`timing="calibrate"`) and measured once per op
+(`timing="measure"`).
 The plan's estimated recompute time (summed over the step's graphs) is set against two
 measurements: (1) in the step: the time the step spends inside remat's `remat::recompute`
 profiler ranges (remat.recompute_ranges: the recomputed ops as the step runs them, on the
@@ -39,7 +41,7 @@ from remat.recompute_ranges import recompute_seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.7, 0.5)
-TIMINGS = ("estimate", "measure")
+TIMINGS = ("estimate", "calibrate", "measure")
 
 
 @dataclass(frozen=True)

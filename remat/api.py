@@ -278,8 +278,10 @@ def compile(  # noqa: A001 - the public name mirrors torch.compile
     solver: "auto" (ILP with a time limit), "ilp", "sqrt" or "none".
     loss_reserve: bytes your loss code holds between forward and backward; default: nothing if
         the model returns a scalar loss, else the size of its differentiable outputs.
-    timing: how op times are known: "estimate" (a roofline of the device) or "measure" (each
-        op timed once on the device while planning).
+    timing: how op times are known: "estimate" (a roofline of the device: built-in rates and
+        kernel slowdowns), "calibrate" (that roofline with this machine's rates and slowdowns,
+        measured once per process: a few seconds) or "measure" (each op timed once on the
+        device while planning).
     inner: how the planned graphs run: "eager" (fx code, which the plan fits exactly) or
         "inductor" (fused kernels; each graph's build is measured when compiled and re-planned
         until it fits its budget, else it runs as fx code).
@@ -318,7 +320,21 @@ def _measured_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:
         return profile_ops(gm, device)
 
 
-_PRICES = {"estimate": _estimated_prices, "measure": _measured_prices}
+def _calibrated_prices(gm: torch.fx.GraphModule, device: torch.device) -> dict:
+    """The roofline of this machine, measured once per process (remat.cost.calibrate)."""
+    from remat.cost import estimate_costs
+    from remat.cost.calibrate import calibrated_profile
+
+    with unset_fake_temporarily():
+        profile = calibrated_profile(device)
+    return estimate_costs(gm, device, profile=profile)
+
+
+_PRICES = {
+    "estimate": _estimated_prices,
+    "calibrate": _calibrated_prices,
+    "measure": _measured_prices,
+}
 
 
 def _trainable_grad_bytes(module: nn.Module) -> int:

@@ -262,10 +262,11 @@ def test_cuda_step_within_budget_and_equal_to_eager():
     assert measured.peak_bytes <= budget
 
 
-def test_measured_op_times_plan_a_step_with_eager_results():
+@pytest.mark.parametrize("timing", ["measure", "calibrate"])
+def test_measured_op_times_plan_a_step_with_eager_results(timing):
     model = _mlp()
     reference = copy.deepcopy(model)
-    compiled = remat.compile(model, budget=0.6, timing="measure")
+    compiled = remat.compile(model, budget=0.6, timing=timing)
     x = torch.randn(512, 64)
     _step(compiled, x)
     _step(reference, x)
@@ -273,7 +274,7 @@ def test_measured_op_times_plan_a_step_with_eager_results():
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=0)
     (graph_plan,) = compiled.remat_plans[compiled._planner.current_key].graphs
     assert sum(op.time for op in graph_plan.captured.graph.ops) > 0
-    with pytest.raises(ValueError, match="estimate, measure"):
+    with pytest.raises(ValueError, match="estimate, calibrate, measure"):
         remat.compile(_mlp(), budget=0.5, timing="guess")
 
 

@@ -90,9 +90,11 @@ def _check(
 
 
 def test_deep_mlp_recomputes_twice_at_a_quarter_of_keep_all(monkeypatch):
-    """Depth 6 is the shallowest this width allows at 25% (depth 4 is below its floor); the
-    solver gets 2 s instead of auto's 5 (same solver) to keep the test short."""
-    _check(depth=6, fraction=0.25, monkeypatch=monkeypatch, time_limit=2.0)
+    """Depth 8: at 25% depth 4 is below its floor, and depth 6 is so close to it that whether
+    2 s of search find a plan depends on the hint the op prices lead to (since the kernel
+    slowdowns they do not). The solver gets 2 s instead of auto's 5 (same solver) to keep the
+    test short."""
+    _check(depth=8, fraction=0.25, monkeypatch=monkeypatch, time_limit=2.0)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@
 `profile_ops(gm, device)` replaces the estimated times by measured ones on the real device.
 """
 
+from remat.cost.calibrate import calibrate_cpu, measure_slowdowns
 from remat.cost.estimate import NodeCost, compute_dtype, estimate_costs
 from remat.cost.flops import node_flops
 from remat.cost.profile import profile_ops
@@ -13,7 +14,6 @@ from remat.cost.timing import (
     H100,
     H200,
     DeviceProfile,
-    calibrate_cpu,
     profile_for,
 )
 from remat.cost.traffic import OpKind, classify, node_bytes, tensor_footprint
@@ -30,6 +30,7 @@ __all__ = [
     "classify",
     "compute_dtype",
     "estimate_costs",
+    "measure_slowdowns",
     "node_bytes",
     "node_flops",
     "profile_for",

@@ -9,7 +9,7 @@ from torch import fx
 
 from remat.cost.flops import node_flops, node_value
 from remat.cost.timing import DeviceProfile, profile_for, tf32_enabled
-from remat.cost.traffic import OpKind, classify, node_bytes
+from remat.cost.traffic import OpKind, classify, kernel_name, node_bytes
 from remat.torch_internals import OpOverload
 
 _CONVOLUTIONS = frozenset(
@@ -78,7 +78,9 @@ def _node_cost(node: fx.Node, profile: DeviceProfile, tf32: _Tf32) -> NodeCost:
     flops = node_flops(node)
     read, written = node_bytes(node, kind)
     uses_tf32 = tf32.convolution if _is_convolution(node) else tf32.matmul
-    seconds = profile.roofline(flops, read + written, compute_dtype(node), tf32=uses_tf32)
+    seconds = profile.roofline(
+        flops, read + written, compute_dtype(node), tf32=uses_tf32, op_name=kernel_name(node)
+    )
     return NodeCost(flops=flops, bytes_read=read, bytes_written=written, time_s=seconds)
 
 

@@ -1,19 +1,19 @@
 """Device profiles and the roofline that turns (FLOPs, bytes) into estimated seconds.
 
-time = max(flops / peak_flops(dtype), bytes_moved / mem_bandwidth) + per_op_overhead
+time = max(flops / peak_flops(dtype), bytes_moved / mem_bandwidth) * slowdown(op)
+       + per_op_overhead
 
 The built-in profiles are *attainable* rates, not datasheet peaks: big GEMMs reach about 70% of
 the tensor-core peak and streaming kernels about 80% of the memory bandwidth, so the GPU profiles
 scale their datasheet numbers by those factors. The CPU default describes a 2-core AVX2 x86 VM (the
-machine this project is developed on); `calibrate_cpu()` measures the one you have.
+machine this project is developed on); `remat.cost.calibrate.calibrate_cpu()` measures the one
+you have.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -39,6 +39,9 @@ class DeviceProfile:
     """Bytes per second, counting reads and writes together."""
     per_op_overhead: float
     """Seconds every launched op costs on top of its roofline time (dispatch, kernel launch)."""
+    slowdowns: tuple[tuple[str, float], ...] = ()
+    """(aten op name, factor): ops whose kernels run that many times their roofline time
+    (random numbers, transcendental functions, normalizations: remat/cost/kernels.py)."""
 
     def __post_init__(self) -> None:
         for field_name in (
@@ -57,6 +60,13 @@ class DeviceProfile:
             raise ValueError(
                 f"DeviceProfile.per_op_overhead must be >= 0 seconds, got {self.per_op_overhead}"
             )
+        for name, factor in self.slowdowns:
+            if not (math.isfinite(factor) and factor > 0):
+                raise ValueError(f"DeviceProfile.slowdowns[{name!r}] must be > 0, got {factor}")
+
+    def slowdown(self, op_name: str) -> float:
+        """How many times its roofline time an op of this name takes (1 if not listed)."""
+        return dict(self.slowdowns).get(op_name, 1.0)
 
     def peak_flops(self, dtype: torch.dtype, *, tf32: bool = False) -> float:
         """FLOP/s of a matmul-class op whose inputs have `dtype`."""
@@ -73,12 +83,19 @@ class DeviceProfile:
         return self.fp32_flops
 
     def roofline(
-        self, flops: int, bytes_moved: int, dtype: torch.dtype, *, tf32: bool = False
+        self,
+        flops: int,
+        bytes_moved: int,
+        dtype: torch.dtype,
+        *,
+        tf32: bool = False,
+        op_name: str | None = None,
     ) -> float:
-        """Estimated seconds for one launched op."""
+        """Estimated seconds for one launched op (of aten name `op_name`, if known)."""
         compute = flops / self.peak_flops(dtype, tf32=tf32) if flops else 0.0
         memory = bytes_moved / self.mem_bandwidth
-        return max(compute, memory) + self.per_op_overhead
+        factor = 1.0 if op_name is None else self.slowdown(op_name)
+        return max(compute, memory) * factor + self.per_op_overhead
 
 
 def _datasheet_gpu(
@@ -151,6 +168,35 @@ CPU_DEFAULT = DeviceProfile(
     fp8_flops=1e9,
     mem_bandwidth=24e9,
     per_op_overhead=4e-6,
+    # `python -m benchmarks.kernel_slowdowns` on the same machine, 2 threads:
+    # benchmarks/results/kernel-slowdowns-cpu-2026-12-03.json (tests check they agree).
+    slowdowns=(
+        ("native_dropout", 26.0),
+        ("native_dropout_backward", 3.3),
+        ("gelu", 1.7),
+        ("gelu_backward", 1.8),
+        ("gelu:tanh", 3.7),
+        ("gelu_backward:tanh", 2.6),
+        ("silu", 1.1),
+        ("silu_backward", 1.0),
+        ("sigmoid", 1.0),
+        ("sigmoid_backward", 1.0),
+        ("tanh", 6.0),
+        ("tanh_backward", 1.0),
+        ("exp", 2.2),
+        ("log", 2.6),
+        ("erf", 3.0),
+        ("rsqrt", 1.0),
+        ("bernoulli", 24.4),
+        ("_softmax", 1.7),
+        ("_softmax_backward_data", 1.0),
+        ("_log_softmax", 1.9),
+        ("_log_softmax_backward_data", 1.3),
+        ("native_layer_norm", 1.6),
+        ("native_layer_norm_backward", 1.8),
+        ("_native_batch_norm_legit_functional", 4.2),
+        ("native_batch_norm_backward", 1.5),
+    ),
 )
 
 
@@ -188,56 +234,3 @@ def tf32_enabled(*, convolution: bool) -> bool:
             return conv.fp32_precision == "tf32"
         return bool(torch.backends.cudnn.allow_tf32)
     return torch.get_float32_matmul_precision() != "highest"
-
-
-def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: first calls pay for lazy init and page faults
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return max(best, 1e-9)
-
-
-def _matmul_rate(dtype: torch.dtype, size: int, repeats: int) -> float:
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    return 2 * size**3 / _best_seconds(lambda: torch.mm(a, b), repeats)
-
-
-def calibrate_cpu(
-    *, matmul_size: int = 1024, copy_bytes: int = 64 << 20, repeats: int = 5
-) -> DeviceProfile:
-    """Time a matmul per dtype, a large copy and a tiny op on this CPU, once; return a profile.
-
-    Takes one to two seconds at the defaults; each rate is the best of `repeats` runs, so a
-    machine busy with other work reads slower than it is, not faster. Half-precision matmuls are
-    timed at a quarter of `matmul_size`: on CPUs without native half GEMMs they run ~50x slower
-    than fp32.
-    """
-    if matmul_size < 16 or copy_bytes < 1 << 16 or repeats < 1:
-        raise ValueError(
-            "calibrate_cpu needs matmul_size >= 16, copy_bytes >= 64 KiB, repeats >= 1"
-        )
-    half_size = max(16, matmul_size // 4)
-    fp32 = _matmul_rate(torch.float32, matmul_size, repeats)
-    src = torch.ones(copy_bytes // 4)
-    dst = torch.empty_like(src)
-    bandwidth = 2 * src.nbytes / _best_seconds(lambda: dst.copy_(src), repeats)
-    one, other = torch.ones(1), torch.ones(1)
-    tiny_ops = 100
-    overhead = _best_seconds(lambda: [torch.add(one, other) for _ in range(tiny_ops)], repeats)
-    bf16 = _matmul_rate(torch.bfloat16, half_size, repeats)
-    return replace(
-        CPU_DEFAULT,
-        name=f"cpu (calibrated, {torch.get_num_threads()} threads)",
-        fp32_flops=fp32,
-        tf32_flops=fp32,
-        fp64_flops=_matmul_rate(torch.float64, matmul_size, repeats),
-        bf16_flops=bf16,
-        fp16_flops=_matmul_rate(torch.float16, half_size, repeats),
-        fp8_flops=bf16,
-        mem_bandwidth=bandwidth,
-        per_op_overhead=overhead / tiny_ops,
-    )

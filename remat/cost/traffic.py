@@ -71,6 +71,30 @@ def classify(node: fx.Node) -> OpKind:
     return OpKind.METADATA
 
 
+_VARIANTS = {
+    "gelu": ("approximate", {"tanh": ":tanh"}),
+    "gelu_backward": ("approximate", {"tanh": ":tanh"}),
+}
+"""Ops whose kernel depends on an argument: (its name, suffix per value). tanh-GELU runs ~3x
+slower than erf-GELU on CPU (kernels.py measures both)."""
+
+
+def kernel_name(node: fx.Node) -> str | None:
+    """The name a device profile's slowdowns know an op by: its aten packet, with a suffix
+    where an argument picks another kernel (`gelu:tanh`); None for what is not an aten op."""
+    target = node.target
+    if not isinstance(target, OpOverload):
+        return None
+    name = target.overloadpacket.__name__
+    variant = _VARIANTS.get(name)
+    if variant is not None:
+        argument, suffixes = variant
+        value = _bind(node, target._schema).get(argument)
+        if isinstance(value, (str, int, float)) and value in suffixes:
+            return name + suffixes[value]
+    return name
+
+
 def _writes_tensors(node: fx.Node, target: OpOverload) -> bool:
     val = node.meta.get("val")
     if val is None and target._schema.returns:

@@ -166,8 +166,9 @@ def test_device_profile_rejects_bad_rates() -> None:
 
 
 def test_calibrate_cpu_returns_a_usable_profile() -> None:
-    profile = calibrate_cpu(matmul_size=64, copy_bytes=1 << 20, repeats=1)
+    profile = calibrate_cpu(matmul_size=64, copy_bytes=1 << 20, repeats=1, kernel_elements=4096)
     assert isinstance(profile, DeviceProfile) and profile.device_type == "cpu"
+    assert profile.slowdowns and all(factor >= 1 for _, factor in profile.slowdowns)
     for rate in (profile.fp32_flops, profile.fp64_flops, profile.bf16_flops, profile.mem_bandwidth):
         assert math.isfinite(rate) and rate > 0
     assert 0 < profile.per_op_overhead < 1e-2
