@@ -61,6 +61,13 @@ _BOUND_SHARE_TEMPLATED = 0.4
 the bound needs the time (HF GPT-2, 48 layers at 0.7 of keep-all: 0.04% of the step proven
 in 3 s, 0.94% in 6 s, against a plan of 1.0%; 96 layers needs ~9 s besides building)."""
 _BOUND_MAX_S = 12.0
+_BOUND_OF_LEFT = 0.8
+"""Most of the time left that the relaxation may take when the heuristics ran long."""
+_SPLIT_LEAST_SHARE = 0.3
+"""Share of the time limit shaving and splitting get after the template search however long
+it ran: splitting needs about a fifth of the limit at every depth (HF GPT-2, 48 layers at 0.9
+of keep-all: 4.4 s of 20 for a plan recomputing 0.3% of the step, which the template search,
+taking its 40%, left no time for: 4.23% was returned)."""
 _BOUND_TERMS_PER_S = 50_000
 """Coefficients the relaxation may have per second it is given (building it takes time too)."""
 _LOCAL_SHARE = 0.4
@@ -155,13 +162,14 @@ class IlpSolver:
             self.config.copies,
             start + _HEURISTIC_SHARE * limit,
             start + (_TEMPLATE_SHARE * limit if self.config.templates else 0.0),
+            _SPLIT_LEAST_SHARE * limit if self.config.templates else 0.0,
         )
         warm = confirmed_best(graph, heuristics, budget)
         self._say(
             f"heuristics: {len(heuristics)} plans, best within budget: "
             + (f"{warm.recompute_time:.6g} s recompute" if warm else "none")
         )
-        solved = self._relaxed(graph, budget, limit)
+        solved = self._relaxed(graph, budget, limit, deadline)
         relaxed = None if solved is None else solved.bound
         if solved is not None and solved.dropped and not _reaches(warm, relaxed):
             until = time.perf_counter() + _HEURISTIC_SHARE * (deadline - time.perf_counter())
@@ -223,10 +231,14 @@ class IlpSolver:
                 best = plan
         return best
 
-    def _relaxed(self, graph: RematGraph, budget: int, limit: float) -> Solved | None:
-        """The gap relaxation (bound.py); None when it proves the budget infeasible."""
+    def _relaxed(
+        self, graph: RematGraph, budget: int, limit: float, deadline: float
+    ) -> Solved | None:
+        """The gap relaxation (bound.py); None when it proves the budget infeasible. Its share
+        shrinks when the heuristics ran long, to most of what is left (at least _BOUND_SHARE)."""
         share = _BOUND_SHARE_TEMPLATED if find_templates(graph) else _BOUND_SHARE
-        seconds = min(share * limit, _BOUND_MAX_S)
+        left = _BOUND_OF_LEFT * (deadline - time.perf_counter())
+        seconds = min(share * limit, _BOUND_MAX_S, max(_BOUND_SHARE * limit, left))
         terms = int(min(max(_BOUND_TERMS_PER_S * seconds, 5_000), 400_000))
         found = solve_relaxation(graph, budget, seconds, self.config.workers, terms)
         line = "infeasible" if found is None else f"bound {found.bound:.6g} s"
