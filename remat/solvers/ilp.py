@@ -52,8 +52,8 @@ _HEURISTIC_SHARE = 0.3
 _TEMPLATE_SHARE = 0.4
 """Share of the time limit the search over repeated blocks may take (template.py): on graphs
 with repeated blocks its plans are the best warm starts (HF GPT-2, 12 blocks: a third of the
-recompute of the rest at half the keep-all peak), so it runs first, and what it leaves of
-_HEURISTIC_SHARE goes to the other heuristics."""
+recompute of the rest at half the keep-all peak), so it runs first; the other heuristics then
+run until _HEURISTIC_SHARE, or for _SPLIT_LEAST_SHARE after it if that is later."""
 _BOUND_SHARE = 0.15
 """Share of the time limit the gap relaxation's bound may take (bound.py)."""
 _BOUND_SHARE_TEMPLATED = 0.4
