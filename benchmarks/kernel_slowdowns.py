@@ -3,7 +3,7 @@
 Times each case of remat.cost.calibrate on this machine (float32, caches flushed before each
 run) against the roofline of the device's built-in profile, prints the table and writes
 benchmarks/results/kernel-slowdowns-<device>-<date>.json. The built-in CPU profile's
-`slowdowns` are this file's `slowdowns` (tests/cost/test_kernel_slowdowns.py checks they agree).
+`slowdowns` are this file's `slowdowns` (tests/cost/test_calibrate.py checks they agree).
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def profile_slowdowns(found: list[Slowdown]) -> tuple[tuple[str, float], ...]:
     return tuple((each.name, max(1.0, round(each.factor, 1))) for each in found)
 
 
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up: first calls pay for lazy init and page faults
     best = math.inf
     for _ in range(repeats):
@@ -241,7 +241,7 @@ def best_seconds(fn: Callable[[], object], repeats: int) -> float:
 def _matmul_rate(dtype: torch.dtype, size: int, repeats: int) -> float:
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
-    return 2 * size**3 / best_seconds(lambda: torch.mm(a, b), repeats)
+    return 2 * size**3 / _best_seconds(lambda: torch.mm(a, b), repeats)
 
 
 def calibrate_cpu(
@@ -267,10 +267,10 @@ def calibrate_cpu(
     fp32 = _matmul_rate(torch.float32, matmul_size, repeats)
     src = torch.ones(copy_bytes // 4)
     dst = torch.empty_like(src)
-    bandwidth = 2 * src.nbytes / best_seconds(lambda: dst.copy_(src), repeats)
+    bandwidth = 2 * src.nbytes / _best_seconds(lambda: dst.copy_(src), repeats)
     one, other = torch.ones(1), torch.ones(1)
     tiny_ops = 100
-    overhead = best_seconds(lambda: [torch.add(one, other) for _ in range(tiny_ops)], repeats)
+    overhead = _best_seconds(lambda: [torch.add(one, other) for _ in range(tiny_ops)], repeats)
     bf16 = _matmul_rate(torch.bfloat16, half_size, repeats)
     rates = replace(
         CPU_DEFAULT,

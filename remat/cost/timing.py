@@ -12,6 +12,7 @@ you have.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ class DeviceProfile:
     """Seconds every launched op costs on top of its roofline time (dispatch, kernel launch)."""
     slowdowns: tuple[tuple[str, float], ...] = ()
     """(aten op name, factor): ops whose kernels run that many times their roofline time
-    (random numbers, transcendental functions, normalizations: remat/cost/kernels.py)."""
+    (random numbers, transcendental functions, normalizations: remat/cost/calibrate.py)."""
 
     def __post_init__(self) -> None:
         for field_name in (
@@ -66,7 +67,12 @@ class DeviceProfile:
 
     def slowdown(self, op_name: str) -> float:
         """How many times its roofline time an op of this name takes (1 if not listed)."""
-        return dict(self.slowdowns).get(op_name, 1.0)
+        return self._slowdown_table.get(op_name, 1.0)
+
+    @functools.cached_property
+    def _slowdown_table(self) -> dict[str, float]:
+        # Looked up once per priced node: built once per profile, not per call.
+        return dict(self.slowdowns)
 
     def peak_flops(self, dtype: torch.dtype, *, tf32: bool = False) -> float:
         """FLOP/s of a matmul-class op whose inputs have `dtype`."""

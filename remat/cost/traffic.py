@@ -76,7 +76,7 @@ _VARIANTS = {
     "gelu_backward": ("approximate", {"tanh": ":tanh"}),
 }
 """Ops whose kernel depends on an argument: (its name, suffix per value). tanh-GELU runs ~3x
-slower than erf-GELU on CPU (kernels.py measures both)."""
+slower than erf-GELU on CPU (cost/calibrate.py measures both)."""
 
 
 def kernel_name(node: fx.Node) -> str | None:
