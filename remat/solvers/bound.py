@@ -110,6 +110,9 @@ class Solved:
     """Seconds of recompute every plan within the budget needs."""
     dropped: tuple[Gap, ...]
     """The best solution's dropped gaps (a hint where to recompute; empty if none found)."""
+    remade: tuple[tuple[int, int], ...] = ()
+    """(position, producer): inputs the best solution makes again for a recomputation before
+    the read at `position` rather than hold them (chains of bound_inputs.py)."""
 
 
 def lower_bound(
@@ -155,8 +158,8 @@ def solve_relaxation(
         other = beside.result()
     if solved is None or other is None:
         return None
-    bound, dropped = max(other, solved, key=lambda found: found[0])
-    return Solved(bound, tuple(relaxed.gaps[i] for i in sorted(dropped)))
+    bound, dropped, remade = max(other, solved, key=lambda found: found[0])
+    return Solved(bound, tuple(relaxed.gaps[i] for i in sorted(dropped)), remade)
 
 
 class _Model:
@@ -167,15 +170,20 @@ class _Model:
         self.model = model = cp_model.CpModel()
         self.dropped = dropped = [model.new_bool_var("") for _ in relaxed.gaps]
         boundary = relaxed.problem.graph.boundary
-        extra, extra_cost = input_terms(model, relaxed, dropped, chosen, depth)
+        inputs = input_terms(model, relaxed, dropped, chosen, depth)
+        self.remade = inputs.remade
         for position, items in _terms(relaxed, dropped, boundary, chosen).items():
             sizes, literals = [size for size, _ in items], [lit for _, lit in items]
             kept = sum(sizes) - cp_model.LinearExpr.weighted_sum(literals, sizes)
-            model.add(kept + sum(extra.get(position, [])) <= capacity - relaxed.fixed[position])
-        model.minimize(_cost(model, relaxed, dropped) + extra_cost)
+            held = sum(inputs.extra.get(position, []))
+            model.add(kept + held <= capacity - relaxed.fixed[position])
+        model.minimize(_cost(model, relaxed, dropped) + inputs.cost)
 
-    def solve(self, until: float, workers: int) -> tuple[float, frozenset[int]] | None:
-        """The bound and the dropped gaps' indices by `until`; None if infeasible."""
+    def solve(
+        self, until: float, workers: int
+    ) -> tuple[float, frozenset[int], tuple[tuple[int, int], ...]] | None:
+        """The bound, the dropped gaps' indices and the inputs made again by `until`; None if
+        infeasible."""
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = max(0.05, until - time.perf_counter())
         solver.parameters.num_workers = workers
@@ -184,7 +192,10 @@ class _Model:
             return None
         found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
         dropped = frozenset(i for i, lit in enumerate(self.dropped) if found and solver.value(lit))
-        return self.relaxed.problem.seconds(solver.best_objective_bound), dropped
+        remade = tuple(
+            sorted({(at, op) for at, op, lit in self.remade if found and solver.value(lit)})
+        )
+        return self.relaxed.problem.seconds(solver.best_objective_bound), dropped, remade
 
 
 def _worst_steps(relaxed: Relaxation, capacity: int, boundary: int, max_terms: int) -> set[int]:

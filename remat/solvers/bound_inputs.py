@@ -30,7 +30,7 @@ def input_terms(
     dropped: list[cp_model.IntVar],
     chosen: set[int],
     depth: int = CHAIN_DEPTH,
-) -> tuple[dict[int, list[cp_model.LinearExprT]], cp_model.LinearExprT]:
+) -> InputTerms:
     """What a recomputation needs: its inputs, alive when it runs, and theirs in turn.
 
     Dropping gap G of t (produced by u) means t is missing at some step e inside G and u runs
@@ -74,8 +74,7 @@ def input_terms(
             model.add_implication(
                 literal, dropped[index] if level == 0 else paying(index, level - 1)
             )
-            producer = graph.tensors[chains[index][level][0]].producer
-            assert producer is not None
+            producer = _producer(graph, chains[index][level][0])
             runs.setdefault(producer, model.new_bool_var(""))
             model.add_implication(literal, runs[producer])
         return pays[(index, level)]
@@ -104,7 +103,29 @@ def input_terms(
             term = credit(index, depth)
             for position in steps[low:high]:
                 extra.setdefault(position, []).append(term)
-    return extra, sum(problem.cost[p] * var for p, var in runs.items())
+    remade = tuple(
+        (relaxed.gaps[index].before, _producer(graph, chains[index][level][0]), literal)
+        for (index, level), literal in pays.items()
+    )
+    return InputTerms(extra, sum(problem.cost[p] * var for p, var in runs.items()), remade)
+
+
+@dataclass(frozen=True)
+class InputTerms:
+    extra: dict[int, list[cp_model.LinearExprT]]
+    """Per chosen step, the memory the chains hold there."""
+    cost: cp_model.LinearExprT
+    """One run of each producer a chain makes again."""
+    remade: tuple[tuple[int, int, cp_model.IntVar], ...]
+    """(position, producer, literal): the producer runs again before the dropped gap's closing
+    read at `position` when the literal is true (a plan's hint: make the input again there
+    rather than hold it)."""
+
+
+def _producer(graph: RematGraph, tensor: int) -> int:
+    producer = graph.tensors[tensor].producer
+    assert producer is not None
+    return producer
 
 
 @dataclass(frozen=True)

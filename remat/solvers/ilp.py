@@ -173,7 +173,9 @@ class IlpSolver:
         relaxed = None if solved is None else solved.bound
         if solved is not None and solved.dropped and not _reaches(warm, relaxed):
             until = time.perf_counter() + _HEURISTIC_SHARE * (deadline - time.perf_counter())
-            guided = schedule_from_gaps(graph, budget, solved.dropped, self.config.copies, until)
+            guided = schedule_from_gaps(
+                graph, budget, solved.dropped, self.config.copies, until, solved.remade
+            )
             if guided is not None:
                 heuristics.append(guided)
                 warm = confirmed_best(graph, heuristics, budget)

@@ -122,6 +122,6 @@ def _trace(
         for tensor in graph.ops[op_id].outputs:
             current[tensor] = index
             ends.setdefault((tensor, index), when)
-    for tensor in graph.outputs:
+    for tensor in problem.end_reads:
         read((-1, 0), tensor, problem.end_time)
     return ends, chosen

@@ -148,7 +148,7 @@ class RetentionModel:
         for op in graph.ops:
             for index in range(problem.copies[op.id]):
                 self._cover_reader((op.id, index), problem.reads[op.id], late, served)
-        self._cover_reader(_END, tuple(graph.outputs), late, served)
+        self._cover_reader(_END, problem.end_reads, late, served)
         for key, literals in served.items():
             if literals:
                 self.model.add_bool_or(literals).only_enforce_if(self.present[key])

@@ -40,6 +40,9 @@ class Problem:
     reads: tuple[tuple[int, ...], ...]
     """Per op, the tensors that must be there when it runs: inputs and the bases of input views,
     graph inputs left out."""
+    end_reads: tuple[int, ...]
+    """What must be there at the end of the step: the outputs and the storages of returned views
+    (a returned logits view holds its matmul's bytes to the end)."""
     size: tuple[int, ...]
     """Per tensor, bytes / mem_unit (0 for views and graph inputs)."""
     transient: tuple[int, ...]
@@ -98,6 +101,7 @@ def build_problem(graph: RematGraph, copies: int, recompute_backward: bool) -> P
         lo=lo,
         hi=hi,
         reads=reads,
+        end_reads=_reads(graph, graph.outputs, inputs),
         size=size,
         transient=tuple(op.transient_bytes // mem_unit for op in graph.ops),
         cost=cost,

@@ -100,6 +100,25 @@ def _candidates(
     return found
 
 
+def derived_views(graph: RematGraph) -> dict[int, tuple[int, ...]]:
+    """Per op, the view ops over its outputs' storage, in reference order. A recomputed value
+    read through a view needs the view made again from it: the old view holds the old storage
+    (HF GPT-2's Conv1D reads every activation through a view)."""
+    views: dict[int, list[int]] = {}
+    for op in graph.ops:
+        made = [graph.tensors[t] for t in op.outputs]
+        if made and all(t.alias_of is not None for t in made):
+            base = graph.tensors[graph.storage_of(made[0].id)].producer
+            if base is not None and base != op.id:
+                views.setdefault(base, []).append(op.id)
+    return {producer: tuple(found) for producer, found in views.items()}
+
+
+def with_views(views: dict[int, tuple[int, ...]], producer: int, reader: int) -> tuple[int, ...]:
+    """`producer` and the views of its outputs made before `reader` in the reference order."""
+    return (producer, *(view for view in views.get(producer, ()) if view < reader))
+
+
 def _productions(graph: RematGraph, schedule: tuple[int, ...]) -> dict[int, list[int]]:
     """Steps at which each tensor is produced, in order."""
     made: dict[int, list[int]] = {}
@@ -145,21 +164,25 @@ def split_schedule(
     runs = [0] * len(graph.ops)
     for op_id in schedule:
         runs[op_id] += 1
+    views = derived_views(graph)
     while time.perf_counter() < deadline:
         if result.peak <= budget:
             return schedule, boundary
         moved = False
         options = _candidates(graph, schedule, boundary, result.peak_step, rng)
-        options = [item for item in options if runs[_producer(graph, item[3])] < copies]
-        for _score, _freed, insert, instance in options[:_TRIES]:
-            producer = _producer(graph, instance)
-            trial, trial_boundary = canonical(
-                graph, schedule[:insert] + (producer,) + schedule[insert:]
-            )
+        reader = (*schedule, len(graph.ops))  # a read at the end is a read by no op
+        inserts = [
+            (insert, with_views(views, _producer(graph, instance), reader[insert]))
+            for _score, _freed, insert, instance in options
+        ]
+        inserts = [item for item in inserts if all(runs[op] < copies for op in item[1])]
+        for insert, added in inserts[:_TRIES]:
+            trial, trial_boundary = canonical(graph, schedule[:insert] + added + schedule[insert:])
             trial_result = fast_simulate(graph, trial, trial_boundary)
             if _progress(trial_result, result):
                 schedule, boundary, result, moved = trial, trial_boundary, trial_result, True
-                runs[producer] += 1
+                for op_id in added:
+                    runs[op_id] += 1
                 break
         if not moved:
             return None
@@ -195,22 +218,30 @@ def recomputed_steps(schedule: Sequence[int]) -> list[int]:
 
 
 def prune(graph: RematGraph, budget: int, found: Schedule, deadline: float) -> Schedule:
-    """Drop recomputations, the most expensive first, while the peak stays within `budget`."""
+    """Drop recomputations, the most expensive first, while the peak stays within `budget`:
+    passes over them until one drops nothing (one replay per recomputation per pass)."""
     schedule, boundary = found
     changed = True
     while changed and time.perf_counter() < deadline:
         changed = False
         extras = recomputed_steps(schedule)
         extras.sort(key=lambda step: (-graph.ops[schedule[step]].time, step))
+        removed: set[int] = set()
         for step in extras:
             if time.perf_counter() >= deadline:
                 break
-            trial = schedule[:step] + schedule[step + 1 :]
-            trial_boundary = boundary - (1 if step < boundary else 0)
+            trial, trial_boundary = _without(schedule, boundary, removed | {step})
             if fast_simulate(graph, trial, trial_boundary).peak <= budget:
-                schedule, boundary, changed = trial, trial_boundary, True
-                break
+                removed.add(step)
+        if removed:
+            schedule, boundary = _without(schedule, boundary, removed)
+            changed = True
     return schedule, boundary
+
+
+def _without(schedule: tuple[int, ...], boundary: int, steps: set[int]) -> Schedule:
+    kept = tuple(op for step, op in enumerate(schedule) if step not in steps)
+    return kept, boundary - sum(1 for step in steps if step < boundary)
 
 
 def split_plans(
@@ -224,15 +255,44 @@ def split_plans(
     return [fast_plan(graph, *pruned, solver="split", notes=("split: from keep-all",))]
 
 
+def _with_inputs(
+    graph: RematGraph, gaps: Sequence[Gap], remade: Iterable[tuple[int, int]]
+) -> set[tuple[int, int]]:
+    """(position, producer) of every recomputation the dropped gaps need: each value made again
+    just before the read that closes its gap, the inputs the relaxation chose to make again
+    there (`remade`), and at the same position every input whose own gap is dropped there
+    (else the old input would be held across its gap)."""
+    dropped: dict[int, list[Gap]] = {}
+    for gap in gaps:
+        dropped.setdefault(graph.storage_of(gap.tensor), []).append(gap)
+    needed = {(gap.before, gap.producer) for gap in gaps} | set(remade)
+    stack = list(needed)
+    while stack:
+        position, producer = stack.pop()
+        for tensor in graph.ops[producer].inputs:
+            for gap in dropped.get(graph.storage_of(tensor), ()):
+                item = (position, gap.producer)
+                if gap.after < position <= gap.before and item not in needed:
+                    needed.add(item)
+                    stack.append(item)
+    return needed
+
+
 def schedule_from_gaps(
-    graph: RematGraph, budget: int, gaps: Iterable[Gap], copies: int, deadline: float
+    graph: RematGraph,
+    budget: int,
+    gaps: Sequence[Gap],
+    copies: int,
+    deadline: float,
+    remade: Iterable[tuple[int, int]] = (),
 ) -> Plan | None:
     """A plan from the relaxation's dropped gaps: recompute each value just before the read that
     closes its gap, then split until the peak fits (inputs kept alive longer cost memory the
     relaxation did not see) and prune."""
     schedule = list(range(len(graph.ops)))
-    for before, producer in sorted(((gap.before, gap.producer) for gap in gaps), reverse=True):
-        schedule.insert(before, producer)
+    views = derived_views(graph)
+    for before, producer in sorted(_with_inputs(graph, gaps, remade), reverse=True):
+        schedule[before:before] = with_views(views, producer, before)
     start = canonical(graph, tuple(schedule))
     found = split_schedule(graph, budget, start, copies, deadline)
     if found is None:

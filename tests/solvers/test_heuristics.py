@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from remat.ir import RematGraph
 from remat.simulate import simulate
 from remat.solvers import find_floor, keep_all_plan, solve
-from remat.solvers.bound import lower_bound, relaxation
+from remat.solvers.bound import lower_bound, relaxation, solve_relaxation
 from remat.solvers.evict import eviction_schedule
 from remat.solvers.local import improve
-from remat.solvers.split import canonical, split_schedule
+from remat.solvers.split import canonical, schedule_from_gaps, split_schedule
 
 
 def test_split_brings_a_chain_under_budget_in_canonical_order() -> None:
@@ -129,3 +129,38 @@ def test_eviction_walk_never_reruns_an_rng_state() -> None:
             assert all(found[0].count(op) == 1 for op in states), (budget, weight)
             assert simulate(graph, *found).peak <= budget
     assert found_any
+
+
+def _chain_read_through_views(length: int) -> RematGraph:
+    """HF Conv1D's shape: every activation is read, forward and backward, through a view."""
+    builder = GraphBuilder("viewed-chain")
+    x = builder.input("x")
+    views = [x]
+    for index in range(length):
+        made = builder.op(f"f{index}", [views[-1]], 100)
+        views.append(builder.op(f"v{index}", [made], 0, 0.0, view_of=made))
+    builder.start_backward()
+    grad = builder.input("grad", 10, late=True)
+    for index in reversed(range(length)):
+        grad = builder.op(f"g{index}", [grad, views[index + 1]], 10)
+    return builder.build(outputs=[grad])
+
+
+def test_split_remakes_the_views_a_recomputed_value_is_read_through() -> None:
+    graph = _chain_read_through_views(6)
+    budget = keep_all_plan(graph).predicted_peak - 200
+    found = split_schedule(graph, budget)
+    assert found is not None  # the old view would hold the old storage: no split would free it
+    result = simulate(graph, *found)
+    assert result.peak <= budget and result.recompute_time > 0
+
+
+def test_plan_from_the_relaxation_reaches_its_bound_through_views() -> None:
+    graph = _chain_read_through_views(6)
+    budget = keep_all_plan(graph).predicted_peak - 200
+    solved = solve_relaxation(graph, budget, time_limit=5.0)
+    assert solved is not None and solved.dropped
+    plan = schedule_from_gaps(graph, budget, solved.dropped, 2, math.inf, solved.remade)
+    assert plan is not None
+    assert simulate(graph, plan.schedule, plan.boundary).peak <= budget
+    assert plan.recompute_time == pytest.approx(solved.bound)

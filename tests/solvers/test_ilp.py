@@ -11,7 +11,9 @@ from remat.budget import InfeasibleBudgetError
 from remat.ir import PlanStatus, RematGraph
 from remat.simulate import InvalidScheduleError, simulate
 from remat.solvers import find_floor, keep_all_plan, solve
+from remat.solvers.cpsat import run_cpsat
 from remat.solvers.ilp import IlpConfig
+from remat.solvers.ilp_model import RetentionModel
 from remat.solvers.ilp_problem import build_problem
 from remat.solvers.lazy import schedule_from_kept, structure
 
@@ -222,3 +224,28 @@ def test_local_search_may_run_ops_more_often_than_the_model() -> None:
     plan = solve(graph, budget, "ilp", time_limit=5.0, copies=2, local_copies=4)
     assert simulate(graph, plan.schedule, plan.boundary).peak <= budget
     assert plan.lower_bound is None or plan.lower_bound <= plan.recompute_time
+
+
+def test_model_holds_a_returned_views_storage_to_the_end() -> None:
+    """A forward output that is a view (HF's logits) holds its base's bytes to the end of the
+    step: the model must count them there, or its schedules overshoot in the simulator."""
+    builder = GraphBuilder()
+    x = builder.input("x")
+    hidden = builder.op("hidden", [x], 100)
+    scores = builder.op("scores", [hidden], 400)
+    logits = builder.op("logits", [scores], 0, 0.0, view_of=scores)
+    loss = builder.op("log_softmax", [logits], 400)
+    builder.start_backward()
+    grad = builder.input("dloss", 10, late=True)
+    g1 = builder.op("g_loss", [grad, loss], 400)
+    g2 = builder.op("g_hidden", [g1, hidden], 100)
+    graph = builder.build(outputs=[logits, g2], forward_outputs=[logits])
+    problem = build_problem(graph, 2, False)
+    assert graph.storage_of(logits) in problem.end_reads
+    keep_all = keep_all_plan(graph).predicted_peak
+    for budget in range(keep_all, 0, -50):
+        model = RetentionModel(problem, problem.capacity(budget))
+        run = run_cpsat(model, IlpConfig(workers=1), 5.0, None, lambda line: None)
+        if run.schedule is None:
+            break
+        assert simulate(graph, run.schedule, run.boundary).peak <= budget
