@@ -171,10 +171,12 @@ class IlpSolver:
         )
         solved = self._relaxed(graph, budget, limit, deadline)
         relaxed = None if solved is None else solved.bound
-        if solved is not None and solved.dropped and not _reaches(warm, relaxed):
-            until = time.perf_counter() + _HEURISTIC_SHARE * (deadline - time.perf_counter())
+        until = time.perf_counter() + _HEURISTIC_SHARE * (deadline - time.perf_counter())
+        for solution in () if solved is None else solved.solutions:
+            if not solution.dropped or _reaches(warm, relaxed) or time.perf_counter() >= until:
+                continue
             guided = schedule_from_gaps(
-                graph, budget, solved.dropped, self.config.copies, until, solved.remade
+                graph, budget, solution.dropped, self.config.copies, until, solution.remade
             )
             if guided is not None:
                 heuristics.append(guided)

@@ -258,24 +258,49 @@ def split_plans(
 def _with_inputs(
     graph: RematGraph, gaps: Sequence[Gap], remade: Iterable[tuple[int, int]]
 ) -> set[tuple[int, int]]:
-    """(position, producer) of every recomputation the dropped gaps need: each value made again
-    just before the read that closes its gap, the inputs the relaxation chose to make again
-    there (`remade`), and at the same position every input whose own gap is dropped there
-    (else the old input would be held across its gap)."""
+    """(position, producer) of the recomputations the relaxation's solution stands for: each
+    dropped gap's value made again before the read that closes it, and the inputs the
+    relaxation chose to make again (`remade`) there. A recomputation needs its inputs: where
+    one is neither alive in the reference order nor made again by an earlier run, the next
+    run of its producer moves up to it (one run, held from there, not two; the relaxation
+    paid for one); with no later run it is held (the replay counts that)."""
+    runs = [[gap.before, gap.producer] for gap in gaps] + [list(item) for item in remade]
+    of_producer: dict[int, list[list[int]]] = {}
+    for run in runs:
+        of_producer.setdefault(run[1], []).append(run)
     dropped: dict[int, list[Gap]] = {}
     for gap in gaps:
         dropped.setdefault(graph.storage_of(gap.tensor), []).append(gap)
-    needed = {(gap.before, gap.producer) for gap in gaps} | set(remade)
-    stack = list(needed)
-    while stack:
-        position, producer = stack.pop()
-        for tensor in graph.ops[producer].inputs:
-            for gap in dropped.get(graph.storage_of(tensor), ()):
-                item = (position, gap.producer)
-                if gap.after < position <= gap.before and item not in needed:
-                    needed.add(item)
-                    stack.append(item)
-    return needed
+    last_read = _reference_last_reads(graph)
+    changed = True
+    while changed:
+        changed = False
+        for position, producer in sorted(tuple(run) for run in runs):
+            for tensor in graph.ops[producer].inputs:
+                storage = graph.storage_of(tensor)
+                made_by = graph.tensors[storage].producer
+                if made_by is None:
+                    continue
+                earlier = [run for run in of_producer.get(made_by, ()) if run[0] <= position]
+                spans = any(g.after < position <= g.before for g in dropped.get(storage, ()))
+                if earlier or (last_read.get(storage, -1) >= position - 1 and not spans):
+                    continue
+                later = [run for run in of_producer.get(made_by, ()) if run[0] > position]
+                if later:
+                    min(later)[0] = position
+                    changed = True
+    return {(position, producer) for position, producer in runs}
+
+
+def _reference_last_reads(graph: RematGraph) -> dict[int, int]:
+    """Last position each storage is read in the reference order (len(ops): the end)."""
+    last: dict[int, int] = {}
+    for op in graph.ops:
+        for tensor in op.inputs:
+            last[graph.storage_of(tensor)] = op.id
+    for tensor in graph.outputs:
+        last[graph.storage_of(tensor)] = len(graph.ops)
+    return last
 
 
 def schedule_from_gaps(

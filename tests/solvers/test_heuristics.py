@@ -159,8 +159,10 @@ def test_plan_from_the_relaxation_reaches_its_bound_through_views() -> None:
     graph = _chain_read_through_views(6)
     budget = keep_all_plan(graph).predicted_peak - 200
     solved = solve_relaxation(graph, budget, time_limit=5.0)
-    assert solved is not None and solved.dropped
-    plan = schedule_from_gaps(graph, budget, solved.dropped, 2, math.inf, solved.remade)
+    assert solved is not None
+    hint = solved.solutions[0]
+    assert hint.dropped
+    plan = schedule_from_gaps(graph, budget, hint.dropped, 2, math.inf, hint.remade)
     assert plan is not None
     assert simulate(graph, plan.schedule, plan.boundary).peak <= budget
     assert plan.recompute_time == pytest.approx(solved.bound)
