@@ -200,6 +200,11 @@ class _Model:
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = max(0.05, until - time.perf_counter())
         solver.parameters.num_workers = workers
+        # Large neighbourhood search beside the LP-guided search, interleaved (deterministic):
+        # HF GPT-2, 24 layers at 0.7 of keep-all, deep chains: optimal in 2.7 s where the
+        # single default search had a solution 40% above its bound after 10 s; 12 layers at
+        # 0.35: bound 12.7% -> 19.3% of the step in 4 s.
+        solver.parameters.interleave_search = True
         status = solver.solve(self.model)
         if status == cp_model.INFEASIBLE:
             return None
