@@ -40,23 +40,15 @@ def budget_free_plans(graph: RematGraph) -> tuple[Plan, ...]:
     return tuple(plans)
 
 
-def warm_start_plans(
-    graph: RematGraph,
-    budget: int,
-    copies: int,
-    deadline: float,
-    template_deadline: float,
-    least: float = 0.0,
-) -> list[Plan]:
-    """Every heuristic plan for `budget`: the budget-free ones, repeated blocks solved once
-    (until `template_deadline`), eviction, structured plans shaved to the budget, splitting.
+def first_plans(graph: RematGraph, budget: int, template_deadline: float) -> list[Plan]:
+    """The budget-free plans and the repeated-blocks search's (until `template_deadline`)."""
+    return [*budget_free_plans(graph), *template_plans(graph, budget, template_deadline)]
 
-    Shaving and splitting (with its pruning) stop at `deadline`, or `least` seconds after the
-    template search if that is later; the others are quick.
-    """
-    plans = [*budget_free_plans(graph), *template_plans(graph, budget, template_deadline)]
-    deadline = max(deadline, time.perf_counter() + least)
-    plans += eviction_plans(graph, budget, deadline)
+
+def budget_plans(graph: RematGraph, budget: int, copies: int, deadline: float) -> list[Plan]:
+    """Eviction, structured plans shaved to `budget`, splitting from keep-all (with pruning),
+    until `deadline`."""
+    plans = eviction_plans(graph, budget, deadline)
     plans += shaved_plans(graph, budget, deadline)
     if time.perf_counter() < deadline:
         plans += split_plans(graph, budget, copies, deadline)

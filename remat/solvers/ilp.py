@@ -5,15 +5,15 @@ included):
 1. heuristics (heuristics.py): keep-all, the lazy, sqrt and structured families, repeated blocks
    solved once (template.py), eviction and splitting;
 2. the gap relaxation (bound.py): a lower bound valid for any number of recomputations (two
-   models solved at once, on two threads); a heuristic plan that meets it is optimal and the
-   search stops there;
-3. local search (local.py) from the best heuristic plan within the budget (on big graphs,
-   several chains from the cheapest distinct plans, with most of the time: see _BIG_READS);
+   models solved at once, on two threads), and plans made from its solutions (a plan that
+   meets the bound is optimal and the search stops there); on graphs with repeated blocks it
+   runs right after the template search, before eviction and splitting;
+3. local search (local.py) from the best plan within the budget (on big graphs, several
+   chains from the cheapest distinct plans, with most of the time: see _BIG_READS);
 4. CP-SAT on the retention-interval model (ilp_model.py), hinted with the best plan it can
    express; its schedule is replayed in the simulator, and if the peak overshoots (a model
    mismatch) the capacity shrinks and CP-SAT runs again; after an optimal solve, leftover time
-   picks the lowest peak among plans of that cost (this keeps the solver monotone: a lower
-   budget never gets a higher peak).
+   picks the lowest peak among plans of that cost (a lower budget never gets a higher peak).
 The result is the cheapest simulated plan within the budget among all of these, so it is never
 worse than sqrt's where sqrt fits. Its lower bound is the larger of the relaxation's and
 CP-SAT's (the latter holds for the model: at most `copies` executions per op, first executions
@@ -37,7 +37,7 @@ from remat.solvers.base import ProgressCallback, register
 from remat.solvers.bound import Solved, solve_relaxation
 from remat.solvers.cpsat import CpSatRun, run_cpsat
 from remat.solvers.floor import floor_or_raise
-from remat.solvers.heuristics import warm_start_plans
+from remat.solvers.heuristics import budget_plans, first_plans
 from remat.solvers.ilp_decode import representable
 from remat.solvers.ilp_model import RetentionModel
 from remat.solvers.ilp_problem import Problem, build_problem
@@ -50,24 +50,25 @@ logger = logging.getLogger(__name__)
 _HEURISTIC_SHARE = 0.3
 """Share of the time limit after which the heuristics stop splitting and pruning."""
 _TEMPLATE_SHARE = 0.4
-"""Share of the time limit the search over repeated blocks may take (template.py): on graphs
-with repeated blocks its plans are the best warm starts (HF GPT-2, 12 blocks: a third of the
-recompute of the rest at half the keep-all peak), so it runs first; the other heuristics then
-run until _HEURISTIC_SHARE, or for _SPLIT_LEAST_SHARE after it if that is later."""
+"""Share of the time limit the search over repeated blocks may take (template.py): its plans
+are the best warm starts far below the keep-all peak (HF GPT-2, 12 blocks: a third of the
+recompute of the rest at half of it), so it runs first."""
 _BOUND_SHARE = 0.15
 """Share of the time limit the gap relaxation's bound may take (bound.py)."""
 _BOUND_SHARE_TEMPLATED = 0.4
-"""The share on graphs with repeated blocks, where the template search supplies the plan and
-the bound needs the time (HF GPT-2, 48 layers at 0.7 of keep-all: 0.04% of the step proven
-in 3 s, 0.94% in 6 s, against a plan of 1.0%; 96 layers needs ~9 s besides building)."""
+"""The share on graphs with repeated blocks (HF GPT-2, 48 layers at 0.7 of keep-all: 0.04% of
+the step proven in 3 s, 0.94% in 6 s; 96 layers needs ~9 s besides building)."""
 _BOUND_MAX_S = 12.0
 _BOUND_OF_LEFT = 0.8
 """Most of the time left that the relaxation may take when the heuristics ran long."""
+_SPLIT_FIRST_FROM = 0.8
+"""With repeated blocks, from this fraction of the keep-all peak up, eviction, shaving and
+splitting run before the relaxation, for at least _SPLIT_LEAST_SHARE of the limit: splitting
+from keep-all finds the plans near it (HF GPT-2, 48 layers at 0.9: 0.3% of the step). Below,
+the relaxation's plans are the ones to beat (0.7: 1.0%, the template's 4.9%), so it runs first
+and the others get at most _SPLIT_LEAST_SHARE of the limit and _SPLIT_OF_LEFT of what is left."""
 _SPLIT_LEAST_SHARE = 0.3
-"""Share of the time limit shaving and splitting get after the template search however long
-it ran: splitting needs about a fifth of the limit at every depth (HF GPT-2, 48 layers at 0.9
-of keep-all: 4.4 s of 20 for a plan recomputing 0.3% of the step, which the template search,
-taking its 40%, left no time for: 4.23% was returned)."""
+_SPLIT_OF_LEFT = 0.5
 _BOUND_TERMS_PER_S = 50_000
 """Coefficients the relaxation may have per second it is given (building it takes time too)."""
 _LOCAL_SHARE = 0.4
@@ -79,18 +80,15 @@ graphs of 250 to 1000 nodes (944 to 5875 edges) CP-SAT improved on the local sea
 none of our runs (60 s, two workers), while more chains from other starts did; ResNet50 (751
 edges) still needs CP-SAT's time to prove its plan optimal. A threshold tuned on those graphs."""
 _LOCAL_CHAINS = 4
-"""Local search chains (seeds) at most on big graphs, while that share lasts; one on the
-others, where CP-SAT does better with the time (random_layered_n100 at 0.8: optimal in 54 s
-after 4 chains, 9 s after one)."""
+"""Local search chains (seeds) at most on big graphs; one on the others, where CP-SAT does
+better with the time (random_layered_n100 at 0.8: optimal in 54 s after 4 chains, 9 s after 1)."""
 _REACH_SHARE = 0.5
 """Most of the remaining time the search for a first plan within the budget may take."""
 _BUILD_S_PER_READ = 2e-4
-"""Seconds per read (edge) that building a retention model may take (measured 1.1e-4 on this
-CPU; doubled for a loaded machine)."""
+"""Seconds per read (edge) to build a retention model (1.1e-4 measured, doubled for load)."""
 _WRAP_UP_SHARE = 0.05
 _WRAP_UP_MAX_S = 1.5
-"""Time kept back from the limit for what follows the last search (decoding, the simulator's
-replay, the result): the limit covers the whole solve."""
+"""Time kept back for what follows the last search (decoding, replay): the limit covers all."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,14 +154,15 @@ class IlpSolver:
         start = time.perf_counter()
         limit = self.config.time_limit
         deadline = start + limit - min(_WRAP_UP_SHARE * limit, _WRAP_UP_MAX_S)
-        heuristics = warm_start_plans(
-            graph,
-            budget,
-            self.config.copies,
-            start + _HEURISTIC_SHARE * limit,
-            start + (_TEMPLATE_SHARE * limit if self.config.templates else 0.0),
-            _SPLIT_LEAST_SHARE * limit if self.config.templates else 0.0,
+        heuristics = first_plans(
+            graph, budget, start + (_TEMPLATE_SHARE * limit if self.config.templates else 0.0)
         )
+        templated = self.config.templates and bool(find_templates(graph))
+        near = budget >= _SPLIT_FIRST_FROM * heuristics[0].predicted_peak  # keep-all's
+        if not templated or near:
+            least = _SPLIT_LEAST_SHARE * limit if templated else 0.0
+            until = max(start + _HEURISTIC_SHARE * limit, time.perf_counter() + least)
+            heuristics += budget_plans(graph, budget, self.config.copies, until)
         warm = confirmed_best(graph, heuristics, budget)
         self._say(
             f"heuristics: {len(heuristics)} plans, best within budget: "
@@ -171,17 +170,13 @@ class IlpSolver:
         )
         solved = self._relaxed(graph, budget, limit, deadline)
         relaxed = None if solved is None else solved.bound
-        until = time.perf_counter() + _HEURISTIC_SHARE * (deadline - time.perf_counter())
-        for solution in () if solved is None else solved.solutions:
-            if not solution.dropped or _reaches(warm, relaxed) or time.perf_counter() >= until:
-                continue
-            guided = schedule_from_gaps(
-                graph, budget, solution.dropped, self.config.copies, until, solution.remade
-            )
-            if guided is not None:
-                heuristics.append(guided)
-                warm = confirmed_best(graph, heuristics, budget)
-                self._say(f"relaxation's plan: {guided.recompute_time:.6g} s recompute")
+        heuristics += self._guided(graph, budget, solved, warm, deadline)
+        warm = confirmed_best(graph, heuristics, budget)
+        if templated and not near and not _reaches(warm, relaxed):
+            left = deadline - time.perf_counter()
+            until = time.perf_counter() + min(_SPLIT_LEAST_SHARE * limit, _SPLIT_OF_LEFT * left)
+            heuristics += budget_plans(graph, budget, self.config.copies, until)
+            warm = confirmed_best(graph, heuristics, budget)
         problem = build_problem(graph, self.config.copies, self.config.recompute_backward)
         run, exact = None, None
         if relaxed is not None and not _reaches(warm, relaxed):
@@ -234,6 +229,28 @@ class IlpSolver:
             if plan.predicted_peak <= budget and plan_order(plan) < plan_order(best):
                 best = plan
         return best
+
+    def _guided(
+        self, graph: RematGraph, budget: int, solved: Solved | None, warm: Plan | None, end: float
+    ) -> list[Plan]:
+        """Plans made from the relaxation's solutions (split.schedule_from_gaps), in a share
+        of the time left; none once a plan meets the bound."""
+        if solved is None:
+            return []
+        until = time.perf_counter() + _HEURISTIC_SHARE * (end - time.perf_counter())
+        found: list[Plan] = []
+        for solution in solved.solutions:
+            done = _reaches(warm, solved.bound) or time.perf_counter() >= until
+            if done or not solution.dropped:
+                continue
+            guided = schedule_from_gaps(
+                graph, budget, solution.dropped, self.config.copies, until, solution.remade
+            )
+            if guided is not None:
+                found.append(guided)
+                warm = guided if warm is None else min(warm, guided, key=plan_order)
+                self._say(f"relaxation's plan: {guided.recompute_time:.6g} s recompute")
+        return found
 
     def _relaxed(
         self, graph: RematGraph, budget: int, limit: float, deadline: float
