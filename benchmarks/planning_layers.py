@@ -2,6 +2,7 @@
 
     python -m benchmarks.planning_layers                        # 12 24 48 96 layers
     python -m benchmarks.planning_layers --layers 12 --fractions 0.5
+    python -m benchmarks.planning_layers --layers 12 --fractions 0.5 --time-limit 15 --shipped-only
     python -m benchmarks.planning_layers --table benchmarks/results/planning-layers-cpu-<date>.json
 
 Each depth is captured once (transformers GPT-2, 256 wide, 4 heads, vocab 8192, batch 2 x 256
@@ -46,10 +47,12 @@ def captured(layers: int) -> RematGraph:
     return graph
 
 
-def row(graph: RematGraph, layers: int, fraction: float, templates: bool) -> dict[str, object]:
+def row(
+    graph: RematGraph, layers: int, fraction: float, templates: bool, limit: float | None = None
+) -> dict[str, object]:
     keep_all = keep_all_plan(graph).predicted_peak
     budget = int(keep_all * fraction)
-    limit = time_limit(layers)
+    limit = time_limit(layers) if limit is None else limit
     found: dict[str, object] = {
         "layers": layers, "ops": len(graph.ops), "fraction": fraction,
         "templates": templates, "time_limit_s": limit,
@@ -134,6 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[12, 24, 48, 96])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.35, 0.5, 0.7, 0.9])
+    parser.add_argument(
+        "--time-limit", type=float, help="seconds per solve at every depth (default: the issue's)"
+    )
+    parser.add_argument(
+        "--shipped-only", action="store_true", help="skip the templates=False solves"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "planning-layers-cpu.json")
     parser.add_argument(
         "--table", type=Path, help="print the markdown table and plot of a results file, then exit"
@@ -152,8 +161,8 @@ def main() -> None:
         print(f"{layers} layers: {len(graph.ops)} ops, captured in "
               f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
         for fraction in args.fractions:
-            for templates in (True, False):
-                rows.append(row(graph, layers, fraction, templates))
+            for templates in (True,) if args.shipped_only else (True, False):
+                rows.append(row(graph, layers, fraction, templates, args.time_limit))
                 print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {
