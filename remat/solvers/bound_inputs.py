@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ortools.sat.python import cp_model
 
 from remat.ir import RematGraph
-from remat.solvers.gaps import Gap, Relaxation, with_storages
+from remat.solvers.gaps import Gap, Relaxation, reference_last_reads
 from remat.solvers.ilp_problem import Problem
 
 CHAIN_DEPTH = 6
@@ -47,7 +47,7 @@ def input_terms(
     chains make a model CP-SAT proves more slowly where little must be dropped).
     """
     problem, graph = relaxed.problem, relaxed.problem.graph
-    last_read = _last_reads(relaxed)
+    last_read = reference_last_reads(graph)
     steps = sorted(p for p in chosen if p < len(relaxed.fixed) - 1)
     chains: dict[int, list[tuple[int, int, int]]] = {}
     claims: dict[int, list[_Claim]] = {}
@@ -191,20 +191,6 @@ def _dead_input_chain(
         assert producer is not None
         op = producer
     return chain
-
-
-def _last_reads(relaxed: Relaxation) -> dict[int, int]:
-    """Last position each stored tensor is read (or produced) in the reference order."""
-    graph, problem = relaxed.problem.graph, relaxed.problem
-    last: dict[int, int] = {}
-    for op in graph.ops:
-        for tensor in op.outputs:
-            last[tensor] = op.id
-        for tensor in problem.reads[op.id]:
-            last[tensor] = op.id
-    for tensor in with_storages(graph, graph.outputs):
-        last[tensor] = len(graph.ops)
-    return last
 
 
 def _largest_dead_input(

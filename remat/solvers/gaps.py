@@ -43,3 +43,17 @@ def with_storages(graph: RematGraph, tensors: tuple[int, ...]) -> frozenset[int]
     """`tensors` and the storages they view: a returned view holds its base's storage to the
     end (the simulator counts it there)."""
     return frozenset((*tensors, *(graph.storage_of(t) for t in tensors)))
+
+
+def reference_last_reads(graph: RematGraph) -> dict[int, int]:
+    """Last position each tensor (and the storage a read view holds) is read or produced in the
+    reference order; len(ops) for what the step returns."""
+    last: dict[int, int] = {}
+    for op in graph.ops:
+        for tensor in op.outputs:
+            last[tensor] = op.id
+        for tensor in op.inputs:
+            last[tensor] = last[graph.storage_of(tensor)] = op.id
+    for tensor in with_storages(graph, graph.outputs):
+        last[tensor] = len(graph.ops)
+    return last

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from remat.ir import Plan, RematGraph
 from remat.solvers._common import fast_plan
 from remat.solvers._fastsim import FastResult, fast_simulate
-from remat.solvers.gaps import Gap
+from remat.solvers._per_graph import per_graph
+from remat.solvers.gaps import Gap, reference_last_reads
 
 Schedule = tuple[tuple[int, ...], int]
 
@@ -103,6 +104,7 @@ def _candidates(
     return found
 
 
+@per_graph
 def derived_views(graph: RematGraph) -> dict[int, tuple[int, ...]]:
     """Per op, the view ops over its outputs' storage, in reference order. A recomputed value
     read through a view needs the view made again from it: the old view holds the old storage
@@ -280,7 +282,7 @@ def _with_inputs(
     dropped: dict[int, list[Gap]] = {}
     for gap in gaps:
         dropped.setdefault(graph.storage_of(gap.tensor), []).append(gap)
-    last_read = _reference_last_reads(graph)
+    last_read = reference_last_reads(graph)
     changed = True
     while changed:
         changed = False
@@ -299,17 +301,6 @@ def _with_inputs(
                     min(later)[0] = position
                     changed = True
     return {(position, producer) for position, producer in runs}
-
-
-def _reference_last_reads(graph: RematGraph) -> dict[int, int]:
-    """Last position each storage is read in the reference order (len(ops): the end)."""
-    last: dict[int, int] = {}
-    for op in graph.ops:
-        for tensor in op.inputs:
-            last[graph.storage_of(tensor)] = op.id
-    for tensor in graph.outputs:
-        last[graph.storage_of(tensor)] = len(graph.ops)
-    return last
 
 
 def schedule_from_gaps(
