@@ -101,6 +101,13 @@ def plan_order(plan: Plan) -> tuple[float, int, int, tuple[int, ...]]:
     return (plan.recompute_time, plan.predicted_peak, len(plan.schedule), plan.schedule)
 
 
+def reaches_bound(plan: Plan | None, bound: float | None) -> bool:
+    """The plan's recompute time is (up to rounding) the bound: nothing cheaper exists."""
+    if plan is None or bound is None:
+        return False
+    return plan.recompute_time <= bound * (1 + 1e-9) + 1e-12
+
+
 def best_within(plans: Iterable[Plan], budget: int) -> Plan | None:
     """The cheapest plan whose simulated peak is <= budget (ties: lower peak), or None."""
     fitting = [plan for plan in plans if plan.predicted_peak <= budget]

@@ -125,6 +125,15 @@ class Solved:
     gives a plan recomputing 2.5% of the step), even where the other model's bound is larger."""
 
 
+_TERMS_PER_S = 50_000
+"""Coefficients the relaxation may have per second it is given (building it takes time too)."""
+
+
+def terms_for(seconds: float) -> int:
+    """The `max_terms` a relaxation given `seconds` may build."""
+    return int(min(max(_TERMS_PER_S * seconds, 5_000), 400_000))
+
+
 def lower_bound(
     graph: RematGraph,
     budget: int,

@@ -5,9 +5,9 @@ included):
 1. heuristics (heuristics.py): keep-all, the lazy, sqrt and structured families, repeated blocks
    solved once (template.py), eviction and splitting;
 2. the gap relaxation (bound.py): a lower bound valid for any number of recomputations (two
-   models solved at once, on two threads), and plans made from its solutions (a plan that
-   meets the bound is optimal and the search stops there); on graphs with repeated blocks it
-   runs right after the template search, before eviction and splitting;
+   models solved at once, on two threads), and plans made from its solutions (guided.py; a
+   plan that meets the bound is optimal and the search stops there); on graphs with repeated
+   blocks it runs right after the template search, before eviction and splitting;
 3. local search (local.py) from the best plan within the budget (on big graphs, several
    chains from the cheapest distinct plans, with most of the time: see _BIG_READS);
 4. CP-SAT on the retention-interval model (ilp_model.py), hinted with the best plan it can
@@ -32,17 +32,23 @@ import time
 from dataclasses import dataclass, replace
 
 from remat.ir import Plan, PlanStatus, RematGraph
-from remat.solvers._common import confirmed_best, lowest_peak, make_plan, plan_order
+from remat.solvers._common import (
+    confirmed_best,
+    lowest_peak,
+    make_plan,
+    plan_order,
+    reaches_bound,
+)
 from remat.solvers.base import ProgressCallback, register
-from remat.solvers.bound import Solved, solve_relaxation
+from remat.solvers.bound import Solved, solve_relaxation, terms_for
 from remat.solvers.cpsat import CpSatRun, run_cpsat
 from remat.solvers.floor import floor_or_raise
+from remat.solvers.guided import guided_plans
 from remat.solvers.heuristics import budget_plans, first_plans
 from remat.solvers.ilp_decode import representable
 from remat.solvers.ilp_model import RetentionModel
 from remat.solvers.ilp_problem import Problem, build_problem
 from remat.solvers.local import improve
-from remat.solvers.split import schedule_from_gaps
 from remat.solvers.template import find_templates
 
 logger = logging.getLogger(__name__)
@@ -69,8 +75,8 @@ the relaxation's plans are the ones to beat (0.7: 1.0%, the template's 4.9%), so
 and the others get at most _SPLIT_LEAST_SHARE of the limit and _SPLIT_OF_LEFT of what is left."""
 _SPLIT_LEAST_SHARE = 0.3
 _SPLIT_OF_LEFT = 0.5
-_BOUND_TERMS_PER_S = 50_000
-"""Coefficients the relaxation may have per second it is given (building it takes time too)."""
+_GUIDED_SHARE = 0.6
+"""Share of the time left that plans from the relaxation's solutions may take (guided.py)."""
 _LOCAL_SHARE = 0.4
 """Share of the time left that local search may take before CP-SAT."""
 _LOCAL_SHARE_BIG = 0.75
@@ -170,16 +176,21 @@ class IlpSolver:
         )
         solved = self._relaxed(graph, budget, limit, deadline)
         relaxed = None if solved is None else solved.bound
-        heuristics += self._guided(graph, budget, solved, warm, deadline)
+        if solved is not None:
+            until = time.perf_counter() + _GUIDED_SHARE * (deadline - time.perf_counter())
+            heuristics += guided_plans(
+                graph, budget, solved, warm, self.config.copies, self.config.workers, until,
+                self._say,
+            )  # fmt: skip
         warm = confirmed_best(graph, heuristics, budget)
-        if templated and not near and not _reaches(warm, relaxed):
+        if templated and not near and not reaches_bound(warm, relaxed):
             left = deadline - time.perf_counter()
             until = time.perf_counter() + min(_SPLIT_LEAST_SHARE * limit, _SPLIT_OF_LEFT * left)
             heuristics += budget_plans(graph, budget, self.config.copies, until)
             warm = confirmed_best(graph, heuristics, budget)
         problem = build_problem(graph, self.config.copies, self.config.recompute_backward)
         run, exact = None, None
-        if relaxed is not None and not _reaches(warm, relaxed):
+        if relaxed is not None and not reaches_bound(warm, relaxed):
             if warm is None:
                 warm = self._reach(problem, budget, heuristics, deadline)
             warm = self._local(graph, budget, warm, heuristics, relaxed, deadline)
@@ -218,7 +229,7 @@ class IlpSolver:
         chains = distinct[: _LOCAL_CHAINS if big else 1]
         for chain, start in enumerate(chains):
             now = time.perf_counter()
-            if now >= until or _reaches(best, bound):
+            if now >= until or reaches_bound(best, bound):
                 break
             found = improve(
                 graph, budget, (start.schedule, start.boundary), copies,
@@ -230,28 +241,6 @@ class IlpSolver:
                 best = plan
         return best
 
-    def _guided(
-        self, graph: RematGraph, budget: int, solved: Solved | None, warm: Plan | None, end: float
-    ) -> list[Plan]:
-        """Plans made from the relaxation's solutions (split.schedule_from_gaps), in a share
-        of the time left; none once a plan meets the bound."""
-        if solved is None:
-            return []
-        until = time.perf_counter() + _HEURISTIC_SHARE * (end - time.perf_counter())
-        found: list[Plan] = []
-        for solution in solved.solutions:
-            done = _reaches(warm, solved.bound) or time.perf_counter() >= until
-            if done or not solution.dropped:
-                continue
-            guided = schedule_from_gaps(
-                graph, budget, solution.dropped, self.config.copies, until, solution.remade
-            )
-            if guided is not None:
-                found.append(guided)
-                warm = guided if warm is None else min(warm, guided, key=plan_order)
-                self._say(f"relaxation's plan: {guided.recompute_time:.6g} s recompute")
-        return found
-
     def _relaxed(
         self, graph: RematGraph, budget: int, limit: float, deadline: float
     ) -> Solved | None:
@@ -260,8 +249,7 @@ class IlpSolver:
         share = _BOUND_SHARE_TEMPLATED if find_templates(graph) else _BOUND_SHARE
         left = _BOUND_OF_LEFT * (deadline - time.perf_counter())
         seconds = min(share * limit, _BOUND_MAX_S, max(_BOUND_SHARE * limit, left))
-        terms = int(min(max(_BOUND_TERMS_PER_S * seconds, 5_000), 400_000))
-        found = solve_relaxation(graph, budget, seconds, self.config.workers, terms)
+        found = solve_relaxation(graph, budget, seconds, self.config.workers, terms_for(seconds))
         line = "infeasible" if found is None else f"bound {found.bound:.6g} s"
         self._say(f"relaxation: {line}")
         return found
@@ -360,8 +348,9 @@ class IlpSolver:
         relaxed, model = bounds
         known = [b for b in bounds if b is not None]
         bound = min(max(known), plan.recompute_time) if known else None
-        optimal = (run is not None and run.optimal and model is not None) or _reaches(plan, relaxed)
-        if optimal and bound is not None and _reaches(plan, bound):
+        proven = run is not None and run.optimal and model is not None
+        optimal = proven or reaches_bound(plan, relaxed)
+        if optimal and bound is not None and reaches_bound(plan, bound):
             status = PlanStatus.OPTIMAL
         elif bound is not None:
             status = PlanStatus.FEASIBLE
@@ -391,10 +380,3 @@ def _first_representable(built: RetentionModel, plans: list[Plan]) -> tuple[int,
         if representable(built, plan.schedule):
             return plan.schedule
     return None
-
-
-def _reaches(plan: Plan | None, bound: float | None) -> bool:
-    """The plan's recompute time is (up to rounding) the bound: nothing cheaper exists."""
-    if plan is None or bound is None:
-        return False
-    return plan.recompute_time <= bound * (1 + 1e-9) + 1e-12

@@ -303,6 +303,18 @@ def _with_inputs(
     return {(position, producer) for position, producer in runs}
 
 
+def direct_from_gaps(
+    graph: RematGraph, gaps: Sequence[Gap], remade: Iterable[tuple[int, int]] = ()
+) -> Schedule:
+    """The reference order with each dropped gap's value made again just before the read that
+    closes the gap, and the inputs the relaxation makes again (`_with_inputs`)."""
+    schedule = list(range(len(graph.ops)))
+    views = derived_views(graph)
+    for before, producer in sorted(_with_inputs(graph, gaps, remade), reverse=True):
+        schedule[before:before] = with_views(views, producer, before)
+    return canonical(graph, tuple(schedule))
+
+
 def schedule_from_gaps(
     graph: RematGraph,
     budget: int,
@@ -311,14 +323,9 @@ def schedule_from_gaps(
     deadline: float,
     remade: Iterable[tuple[int, int]] = (),
 ) -> Plan | None:
-    """A plan from the relaxation's dropped gaps: recompute each value just before the read that
-    closes its gap, then split until the peak fits (inputs kept alive longer cost memory the
-    relaxation did not see) and prune."""
-    schedule = list(range(len(graph.ops)))
-    views = derived_views(graph)
-    for before, producer in sorted(_with_inputs(graph, gaps, remade), reverse=True):
-        schedule[before:before] = with_views(views, producer, before)
-    start = canonical(graph, tuple(schedule))
+    """A plan from the relaxation's dropped gaps (`direct_from_gaps`), split until the peak
+    fits (inputs kept alive longer cost memory the relaxation did not see) and pruned."""
+    start = direct_from_gaps(graph, gaps, remade)
     found = split_schedule(graph, budget, start, copies, deadline)
     if found is None:
         return None
