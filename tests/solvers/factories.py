@@ -105,6 +105,27 @@ def chain(
     return builder.build(outputs=[grad])
 
 
+def masked_attention_core() -> RematGraph:
+    """An attention core with a mask beside the scores: remaking the probabilities remakes the
+    masked scores, which read the mask too. Ops 0-5 forward (scores, mask, scaled, probs, out,
+    loss), 6-9 backward (g_big, g_out, g_probs, g_x)."""
+    builder = GraphBuilder("masked attention core")
+    x = builder.input("x")
+    scores = builder.op("scores", [x], 10, 10.0)
+    mask = builder.op("mask", [x], 4, 0.1)
+    scaled = builder.op("scaled", [scores, mask], 10, 1.0)
+    probs = builder.op("probs", [scaled], 10, 1.0)
+    out = builder.op("out", [probs], 2, 1.0)
+    loss = builder.op("loss", [out], 1, 0.5)
+    builder.start_backward()
+    grad = builder.input("tangent", 1, late=True)
+    big = builder.op("g_big", [grad], 30, 1.0)
+    g_out = builder.op("g_out", [big], 2, 1.0)
+    g_probs = builder.op("g_probs", [g_out, probs], 10, 1.0)
+    builder.op("g_x", [g_probs], 1, 1.0)
+    return builder.build(outputs=[loss], forward_outputs=[loss])
+
+
 def random_training_graph(seed: int | random.Random, forward_ops: int = 8) -> RematGraph:
     """A random forward DAG and a mirrored backward that reads the forward values it needs."""
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)

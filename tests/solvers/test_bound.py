@@ -5,7 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
-from factories import GraphBuilder, random_general_graph, random_training_graph
+from factories import (
+    GraphBuilder,
+    masked_attention_core,
+    random_general_graph,
+    random_training_graph,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -107,28 +112,8 @@ def test_dropping_a_value_charges_the_chain_of_dead_inputs_it_is_made_from() -> 
     assert solved.bound == pytest.approx(12.0, rel=1e-4)
 
 
-def _masked_attention_core_graph() -> RematGraph:
-    """The attention core with a mask beside the scores: remaking the probabilities remakes
-    the masked scores, which read the mask too."""
-    builder = GraphBuilder("masked attention core")
-    x = builder.input("x")
-    scores = builder.op("scores", [x], 10, 10.0)
-    mask = builder.op("mask", [x], 4, 0.1)
-    scaled = builder.op("scaled", [scores, mask], 10, 1.0)
-    probs = builder.op("probs", [scaled], 10, 1.0)
-    out = builder.op("out", [probs], 2, 1.0)
-    loss = builder.op("loss", [out], 1, 0.5)
-    builder.start_backward()
-    grad = builder.input("tangent", 1, late=True)
-    big = builder.op("g_big", [grad], 30, 1.0)
-    g_out = builder.op("g_out", [big], 2, 1.0)
-    g_probs = builder.op("g_probs", [g_out, probs], 10, 1.0)
-    builder.op("g_x", [g_probs], 1, 1.0)
-    return builder.build(outputs=[loss], forward_outputs=[loss])
-
-
 def test_a_remade_chain_holds_or_remakes_the_other_inputs_of_its_ops() -> None:
-    graph = _masked_attention_core_graph()
+    graph = masked_attention_core()
     forward, backward = [0, 1, 2, 3, 4, 5], [6, 7]
     # The probabilities made again before g_probs, the mask with them or held from the forward.
     remade_mask = simulate(graph, [*forward, *backward, 0, 1, 2, 3, 8, 9], 6)
