@@ -119,10 +119,11 @@ class Solved:
     bound: float
     """Seconds of recompute every plan within the budget needs."""
     solutions: tuple[Solution, ...]
-    """The deep-chain model's solution first: its chains count more of what a recomputation
-    holds, so a plan is more often made from it (HF GPT-2, 24 layers at 0.7 of keep-all: the
-    one-level model's solution overshoots the budget by 13% when replayed, the deep one's
-    gives a plan recomputing 2.5% of the step), even where the other model's bound is larger."""
+    """The model with siblings first, then the one without: the more of what a recomputation
+    holds a model counts, the closer its solution's schedule is to fitting as it is (HF GPT-2,
+    24 layers at 0.7 of keep-all: a one-level model's overshot the budget by 13% when
+    replayed, the deep chains' gave a plan recomputing 2.5% of the step; 48 layers at 0.5:
+    without siblings 2.4% over, with them within the budget)."""
 
 
 _TERMS_PER_S = 50_000
@@ -167,13 +168,18 @@ def solve_relaxation(
         return None
     chosen = _worst_steps(relaxed, capacity, graph.boundary, max_terms)
     # Two models, solved side by side on two threads (CP-SAT releases the GIL while it
-    # solves): one dead input per gap, which CP-SAT proves fastest where little must be
-    # dropped (HF GPT-2, 96 layers at 0.7-0.9 of keep-all), and deep chains, about twice as
-    # tight where much must be (12 layers at half the keep-all peak). The larger bound wins.
-    shallow = _Model(relaxed, capacity, chosen, depth=1)
+    # solves), both following chains of dead inputs CHAIN_DEPTH levels down: one also counts
+    # their siblings (tighter: HF GPT-2's causal mask, 12 MiB at 48 layers and half the
+    # keep-all peak), the other does not and finds its solutions sooner (24 layers at 0.35:
+    # within 1% of the bound after 1 s; the first model's first solution came after 4 s).
+    # The larger bound wins; the first model's solution is tried first. (A one-level model
+    # proved faster under the old search; at linearization level 2 its bound was never the
+    # larger and it found no plan the chains' did not: 12-48 layers, 0.35-0.9.)
+    plain = _Model(relaxed, capacity, chosen, depth=CHAIN_DEPTH, siblings=False)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="remat-relaxation") as pool:
-        beside = pool.submit(shallow.solve, until, workers)
-        solved = _Model(relaxed, capacity, chosen, depth=CHAIN_DEPTH).solve(until, workers)
+        beside = pool.submit(plain.solve, until, workers)
+        deep = _Model(relaxed, capacity, chosen, depth=CHAIN_DEPTH, siblings=True)
+        solved = deep.solve(until, workers)
         other = beside.result()
     if solved is None or other is None:
         return None
@@ -187,12 +193,14 @@ def solve_relaxation(
 class _Model:
     """The relaxation at one capacity as a CP-SAT model, following chains `depth` levels."""
 
-    def __init__(self, relaxed: Relaxation, capacity: int, chosen: set[int], depth: int) -> None:
+    def __init__(
+        self, relaxed: Relaxation, capacity: int, chosen: set[int], depth: int, siblings: bool
+    ) -> None:
         self.relaxed = relaxed
         self.model = model = cp_model.CpModel()
         self.dropped = dropped = [model.new_bool_var("") for _ in relaxed.gaps]
         boundary = relaxed.problem.graph.boundary
-        inputs = input_terms(model, relaxed, dropped, chosen, depth)
+        inputs = input_terms(model, relaxed, dropped, chosen, depth, siblings)
         self.remade = inputs.remade
         for position, items in _terms(relaxed, dropped, boundary, chosen).items():
             sizes, literals = [size for size, _ in items], [lit for _, lit in items]

@@ -35,6 +35,7 @@ def input_terms(
     dropped: list[cp_model.IntVar],
     chosen: set[int],
     depth: int = CHAIN_DEPTH,
+    with_siblings: bool = True,
 ) -> InputTerms:
     """What a recomputation needs: its inputs, alive when it runs, and theirs in turn.
 
@@ -70,7 +71,7 @@ def input_terms(
         if not chain:
             continue
         chains[index] = chain
-        siblings[index] = _siblings(graph, problem, gap, chain, last_read)
+        siblings[index] = _siblings(graph, problem, gap, chain, last_read) if with_siblings else []
         high = bisect.bisect_left(steps, gap.before)
         sources = [(s, w, start) for s, w, start in chain]
         sources += [(sib.source, sib.weight, sib.start) for sib in siblings[index]]
