@@ -16,7 +16,13 @@ from remat.solvers import find_floor, keep_all_plan, solve
 from remat.solvers.bound import lower_bound, relaxation, solve_relaxation
 from remat.solvers.evict import eviction_schedule
 from remat.solvers.local import improve
-from remat.solvers.split import canonical, schedule_from_gaps, split_schedule
+from remat.solvers.split import (
+    _without_repeats,
+    canonical,
+    prune,
+    schedule_from_gaps,
+    split_schedule,
+)
 
 
 def test_split_brings_a_chain_under_budget_in_canonical_order() -> None:
@@ -166,3 +172,27 @@ def test_plan_from_the_relaxation_reaches_its_bound_through_views() -> None:
     assert plan is not None
     assert simulate(graph, plan.schedule, plan.boundary).peak <= budget
     assert plan.recompute_time == pytest.approx(solved.bound)
+
+
+def test_prune_drops_repeat_runs_together_and_keeps_the_budget() -> None:
+    builder = GraphBuilder("repeats")
+    x = builder.input("x")
+    a = builder.op("a", [x], 10, 2.0)
+    b = builder.op("b", [a], 10, 1.0)
+    loss = builder.op("loss", [b], 1, 0.5)
+    builder.start_backward()
+    grad = builder.input("tangent", 1, late=True)
+    g_b = builder.op("g_b", [grad, b], 10, 1.0)
+    g_a = builder.op("g_a", [g_b, a], 10, 1.0)
+    builder.op("g_x", [g_a, a], 10, 1.0)
+    graph = builder.build(outputs=[loss], forward_outputs=[loss])
+    # a made again before g_a and once more before g_x: the last run is a repeat.
+    schedule = (0, 1, 2, 3, 0, 4, 0, 5)
+    budget = simulate(graph, schedule, 3).peak
+    pruned, boundary = prune(graph, budget, (schedule, 3), math.inf)
+    assert simulate(graph, pruned, boundary).peak <= budget
+    assert pruned.count(0) < schedule.count(0)
+    # Below the peak of holding a, only the repeat may go, never the first remade run.
+    held = simulate(graph, (0, 1, 2, 3, 0, 4, 5), 3).peak
+    tight, _ = _without_repeats(graph, held, (schedule, 3), math.inf)
+    assert tight == (0, 1, 2, 3, 0, 4, 5)
