@@ -368,14 +368,11 @@ def _dead_input_chain(
 def _largest_dead_input(
     graph: RematGraph, problem: Problem, op: int, before: int, last_read: dict[int, int]
 ) -> tuple[int, int] | None:
-    """The biggest recomputable input of `op` that dies before step `before - 1`."""
-    late = set(graph.late_inputs)
-    best: tuple[int, int] | None = None
-    for source in problem.reads[op]:
-        producer = graph.tensors[source].producer
-        size = problem.size[source]
-        if producer is None or source in late or not size or problem.copies[producer] < 2:
-            continue
-        if last_read[source] < before - 1 and (best is None or size > best[1]):
-            best = (source, size)
-    return best
+    """The biggest recomputable input of `op` that dies before step `before - 1` (the first
+    listed among equals)."""
+    recomputable = [
+        (source, size)
+        for source, size in _dead_inputs(graph, problem, op, before, last_read, set())
+        if problem.copies[_producer(graph, source)] >= 2
+    ]
+    return max(recomputable, key=lambda item: item[1], default=None)

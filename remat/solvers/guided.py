@@ -1,7 +1,8 @@
 """Plans made from the gap relaxation's solutions (bound.py), for the ilp solver.
 
-Each solution says which gaps to drop and which inputs to make again; split.schedule_from_gaps
-turns it into a plan, splitting where the schedule it makes overshoots the budget. What the
+Each solution says which gaps to drop and which inputs to make again; split.direct_from_gaps
+turns it into a schedule and split.repaired_plan into a plan, splitting where that schedule
+overshoots the budget. What the
 relaxation does not count (what a recomputation holds beyond its chains and their siblings,
 e.g. the inputs of a causal mask made again) can leave that schedule over the budget where
 splitting finds nothing to free at the peak (HF GPT-2, 48 layers at half the keep-all peak:
@@ -18,7 +19,7 @@ from remat.ir import Plan, RematGraph
 from remat.solvers._common import plan_order, reaches_bound
 from remat.solvers._fastsim import fast_simulate
 from remat.solvers.bound import Solution, Solved, solve_relaxation, terms_for
-from remat.solvers.split import direct_from_gaps, schedule_from_gaps
+from remat.solvers.split import Schedule, direct_from_gaps, repaired_plan
 
 _RESOLVE_OF_LEFT = 0.6
 """Most of the time left that solving the relaxation again may take."""
@@ -44,7 +45,8 @@ def guided_plans(
             break
         if not solution.dropped:
             continue
-        plan = schedule_from_gaps(graph, budget, solution.dropped, copies, until, solution.remade)
+        start = direct_from_gaps(graph, solution.dropped, solution.remade)
+        plan = repaired_plan(graph, budget, start, copies, until)
         if plan is not None:
             found.append(plan)
             best = plan if best is None else min(best, plan, key=plan_order)
@@ -53,7 +55,7 @@ def guided_plans(
         if resolved:
             continue
         resolved = True
-        again = _resolved(graph, budget, solution, workers, until)
+        again = _resolved(graph, budget, start, workers, until)
         if again is not None:
             say(f"relaxation solved again {again[0]} B under the budget")
             pending.insert(0, again[1])
@@ -61,12 +63,11 @@ def guided_plans(
 
 
 def _resolved(
-    graph: RematGraph, budget: int, solution: Solution, workers: int, until: float
+    graph: RematGraph, budget: int, start: Schedule, workers: int, until: float
 ) -> tuple[int, Solution] | None:
-    """The relaxation's first solution at the budget less the excess of `solution`'s direct
-    schedule (None if it fits, or nothing is found in time)."""
-    excess = fast_simulate(graph, *direct_from_gaps(graph, solution.dropped, solution.remade))
-    over = excess.peak - budget
+    """The relaxation's first solution at the budget less the excess of `start`, a solution's
+    direct schedule (None if it fits, or nothing is found in time)."""
+    over = fast_simulate(graph, *start).peak - budget
     seconds = _RESOLVE_OF_LEFT * (until - time.perf_counter())
     if over <= 0 or seconds <= 0.1:
         return None

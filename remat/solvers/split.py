@@ -350,9 +350,15 @@ def schedule_from_gaps(
     deadline: float,
     remade: Iterable[tuple[int, int]] = (),
 ) -> Plan | None:
-    """A plan from the relaxation's dropped gaps (`direct_from_gaps`), split until the peak
-    fits (inputs kept alive longer cost memory the relaxation did not see) and pruned."""
-    start = direct_from_gaps(graph, gaps, remade)
+    """A plan from the relaxation's dropped gaps (`direct_from_gaps`, `repaired_plan`)."""
+    return repaired_plan(graph, budget, direct_from_gaps(graph, gaps, remade), copies, deadline)
+
+
+def repaired_plan(
+    graph: RematGraph, budget: int, start: Schedule, copies: int, deadline: float
+) -> Plan | None:
+    """`start` (a direct schedule) split until the peak fits (inputs kept alive longer cost
+    memory the relaxation did not see) and pruned."""
     found = split_schedule(graph, budget, start, copies, deadline)
     if found is None:
         return None

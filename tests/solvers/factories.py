@@ -105,21 +105,23 @@ def chain(
     return builder.build(outputs=[grad])
 
 
-def masked_attention_core() -> RematGraph:
-    """An attention core with a mask beside the scores: remaking the probabilities remakes the
-    masked scores, which read the mask too. Ops 0-5 forward (scores, mask, scaled, probs, out,
-    loss), 6-9 backward (g_big, g_out, g_probs, g_x)."""
-    builder = GraphBuilder("masked attention core")
+def attention_core(masked: bool = False, backward_size: int = 15) -> RematGraph:
+    """An expensive product (the scores) under two cheap ops whose last output the backward
+    reads, while a big backward value (`backward_size`) runs; the product and the scaled scores
+    die in the forward, so remaking the probabilities later means remaking the whole chain.
+    `masked`: a mask beside the scores, read by the scaling too; the ops are then 0-5 forward
+    (scores, mask, scaled, probs, out, loss) and 6-9 backward (g_big, g_out, g_probs, g_x)."""
+    builder = GraphBuilder("masked attention core" if masked else "attention core")
     x = builder.input("x")
     scores = builder.op("scores", [x], 10, 10.0)
-    mask = builder.op("mask", [x], 4, 0.1)
-    scaled = builder.op("scaled", [scores, mask], 10, 1.0)
+    mask = [builder.op("mask", [x], 4, 0.1)] if masked else []
+    scaled = builder.op("scaled", [scores, *mask], 10, 1.0)
     probs = builder.op("probs", [scaled], 10, 1.0)
     out = builder.op("out", [probs], 2, 1.0)
     loss = builder.op("loss", [out], 1, 0.5)
     builder.start_backward()
     grad = builder.input("tangent", 1, late=True)
-    big = builder.op("g_big", [grad], 30, 1.0)
+    big = builder.op("g_big", [grad], backward_size, 1.0)
     g_out = builder.op("g_out", [big], 2, 1.0)
     g_probs = builder.op("g_probs", [g_out, probs], 10, 1.0)
     builder.op("g_x", [g_probs], 1, 1.0)

@@ -7,7 +7,7 @@ import random
 import pytest
 from factories import (
     GraphBuilder,
-    masked_attention_core,
+    attention_core,
     random_general_graph,
     random_training_graph,
 )
@@ -82,28 +82,8 @@ def test_the_bound_is_below_every_lazy_plan(rng: random.Random, general: bool, s
         assert solved.bound <= replay.recompute_time * (1 + 1e-9) + 1e-12
 
 
-def _attention_core_graph() -> RematGraph:
-    """An expensive product under two cheap ops whose last output the backward reads; the
-    product and the scaled scores die in the forward, so remaking the probabilities later means
-    remaking the whole chain."""
-    builder = GraphBuilder("attention core")
-    x = builder.input("x")
-    scores = builder.op("scores", [x], 10, 10.0)
-    scaled = builder.op("scaled", [scores], 10, 1.0)
-    probs = builder.op("probs", [scaled], 10, 1.0)
-    out = builder.op("out", [probs], 2, 1.0)
-    loss = builder.op("loss", [out], 1, 0.5)
-    builder.start_backward()
-    grad = builder.input("tangent", 1, late=True)
-    big = builder.op("g_big", [grad], 15, 1.0)
-    g_out = builder.op("g_out", [big], 2, 1.0)
-    g_probs = builder.op("g_probs", [g_out, probs], 10, 1.0)
-    builder.op("g_x", [g_probs], 1, 1.0)
-    return builder.build(outputs=[loss], forward_outputs=[loss])
-
-
 def test_dropping_a_value_charges_the_chain_of_dead_inputs_it_is_made_from() -> None:
-    graph = _attention_core_graph()
+    graph = attention_core()
     keep_all = keep_all_plan(graph).predicted_peak
     # One byte under keep-all the probabilities cannot be held while g_big runs; remaking
     # them needs the scaled scores and those the scores: 1 + 1 + 10 seconds, the best plan's.
@@ -113,7 +93,7 @@ def test_dropping_a_value_charges_the_chain_of_dead_inputs_it_is_made_from() -> 
 
 
 def test_a_remade_chain_holds_or_remakes_the_other_inputs_of_its_ops() -> None:
-    graph = masked_attention_core()
+    graph = attention_core(masked=True, backward_size=30)
     forward, backward = [0, 1, 2, 3, 4, 5], [6, 7]
     # The probabilities made again before g_probs, the mask with them or held from the forward.
     remade_mask = simulate(graph, [*forward, *backward, 0, 1, 2, 3, 8, 9], 6)

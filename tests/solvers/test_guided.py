@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from factories import masked_attention_core
+from factories import attention_core
 
 from remat.simulate import simulate
 from remat.solvers.bound import Solution, solve_relaxation
@@ -14,7 +14,7 @@ from remat.solvers.split import direct_from_gaps
 
 
 def _budget_and_solved():
-    graph = masked_attention_core()
+    graph = attention_core(masked=True, backward_size=30)
     forward, backward = [0, 1, 2, 3, 4, 5], [6, 7]
     remade = simulate(graph, [*forward, *backward, 0, 1, 2, 3, 8, 9], 6).peak
     held = simulate(graph, [*forward, *backward, 0, 2, 3, 8, 9], 6).peak
@@ -41,9 +41,10 @@ def test_a_schedule_over_the_budget_is_solved_again_under_its_excess() -> None:
     # The solution the relaxation gave before it counted the mask: the chain made again, the
     # mask held from the forward.
     held = Solution(best.dropped, tuple(item for item in best.remade if item[1] != mask))
-    direct = simulate(graph, *direct_from_gaps(graph, held.dropped, held.remade))
+    start = direct_from_gaps(graph, held.dropped, held.remade)
+    direct = simulate(graph, *start)
     assert direct.peak > budget
-    again = _resolved(graph, budget, held, workers=1, until=time.perf_counter() + 10)
+    again = _resolved(graph, budget, start, workers=1, until=time.perf_counter() + 10)
     assert again is not None
     over, solution = again
     assert over == direct.peak - budget
