@@ -26,8 +26,9 @@ from ortools.sat.python import cp_model
 
 from remat.ir import RematGraph
 from remat.solvers.bound_inputs import CHAIN_DEPTH, input_terms
-from remat.solvers.gaps import Gap, Relaxation, with_storages
+from remat.solvers.gaps import Gap, Relaxation, alike_gaps, with_storages
 from remat.solvers.ilp_problem import Problem, build_problem
+from remat.solvers.template import find_templates
 
 
 def relaxation(graph: RematGraph) -> Relaxation:
@@ -119,7 +120,8 @@ class Solved:
     bound: float
     """Seconds of recompute every plan within the budget needs."""
     solutions: tuple[Solution, ...]
-    """The model with siblings first, then the one without: the more of what a recomputation
+    """The first model's, then the second's (guided.py tries first those whose schedules
+    replay cheapest). The more of what a recomputation
     holds a model counts, the closer its solution's schedule is to fitting as it is (HF GPT-2,
     24 layers at 0.7 of keep-all: a one-level model's overshot the budget by 13% when
     replayed, the deep chains' gave a plan recomputing 2.5% of the step; 48 layers at 0.5:
@@ -168,33 +170,56 @@ def solve_relaxation(
         return None
     chosen = _worst_steps(relaxed, capacity, graph.boundary, max_terms)
     # Two models, solved side by side on two threads (CP-SAT releases the GIL while it
-    # solves), both following chains of dead inputs CHAIN_DEPTH levels down: one also counts
-    # their siblings (tighter: HF GPT-2's causal mask, 12 MiB at 48 layers and half the
-    # keep-all peak), the other does not and finds its solutions sooner (24 layers at 0.35:
-    # within 1% of the bound after 1 s; the first model's first solution came after 4 s).
-    # The larger bound wins; the first model's solution is tried first. (A one-level model
-    # proved faster under the old search; at linearization level 2 its bound was never the
-    # larger and it found no plan the chains' did not: 12-48 layers, 0.35-0.9.)
-    plain = _Model(relaxed, capacity, chosen, depth=CHAIN_DEPTH, siblings=False)
+    # solves), both following chains of dead inputs CHAIN_DEPTH levels down. The first also
+    # counts their siblings (tighter: HF GPT-2's causal mask, 12 MiB at 48 layers and half the
+    # keep-all peak) and gives the bound. The second finds good solutions sooner: on graphs of
+    # repeated blocks it is the first with the same gap of every block decided alike (a
+    # restriction, so its bound is not one; HF GPT-2, 96 layers at 0.35 of keep-all: within
+    # 1.1% of the bound after 9 s, its schedule within the budget at 11.9% of the step, where
+    # the first's best after 30 s replayed at 16.6% and over the budget);
+    # elsewhere it leaves the siblings out (24 layers at 0.35: within 1% of the bound after
+    # 1 s; the first model's first solution came after 4 s). (A one-level model proved faster
+    # under the old search; at linearization level 2 its bound was never the larger and it
+    # found no plan the chains' did not: 12-48 layers, 0.35-0.9.)
+    templates = find_templates(graph)
+    ties = alike_gaps(relaxed, templates[0].classes) if templates else []
+    second = _Model(relaxed, capacity, chosen, depth=CHAIN_DEPTH, siblings=bool(ties), ties=ties)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="remat-relaxation") as pool:
-        beside = pool.submit(plain.solve, until, workers)
+        beside = pool.submit(second.solve, until, workers)
         deep = _Model(relaxed, capacity, chosen, depth=CHAIN_DEPTH, siblings=True)
         solved = deep.solve(until, workers)
         other = beside.result()
-    if solved is None or other is None:
+    if solved is None:
         return None
     solutions = tuple(
-        Solution(tuple(relaxed.gaps[i] for i in sorted(dropped)), remade)
-        for _, dropped, remade in (solved, other)
+        Solution(tuple(relaxed.gaps[i] for i in sorted(s.dropped)), s.remade)
+        for s in (solved, other)
+        if s is not None
     )
-    return Solved(max(solved[0], other[0]), solutions)
+    # The second model's bound is one too unless its gaps are tied.
+    bounds = [solved.bound] + ([other.bound] if other is not None and not ties else [])
+    return Solved(max(bounds), solutions)
+
+
+@dataclass(frozen=True)
+class _Solved:
+    bound: float
+    """Seconds (CP-SAT's bound on the model)."""
+    dropped: frozenset[int]
+    remade: tuple[tuple[int, int], ...]
 
 
 class _Model:
     """The relaxation at one capacity as a CP-SAT model, following chains `depth` levels."""
 
     def __init__(
-        self, relaxed: Relaxation, capacity: int, chosen: set[int], depth: int, siblings: bool
+        self,
+        relaxed: Relaxation,
+        capacity: int,
+        chosen: set[int],
+        depth: int,
+        siblings: bool,
+        ties: list[list[int]] | None = None,
     ) -> None:
         self.relaxed = relaxed
         self.model = model = cp_model.CpModel()
@@ -207,13 +232,13 @@ class _Model:
             kept = sum(sizes) - cp_model.LinearExpr.weighted_sum(literals, sizes)
             held = sum(inputs.extra.get(position, []))
             model.add(kept + held <= capacity - relaxed.fixed[position])
+        for indices in ties or []:
+            for index in indices[1:]:
+                model.add(dropped[index] == dropped[indices[0]])
         model.minimize(_cost(model, relaxed, dropped) + inputs.cost)
 
-    def solve(
-        self, until: float, workers: int
-    ) -> tuple[float, frozenset[int], tuple[tuple[int, int], ...]] | None:
-        """The bound, the dropped gaps' indices and the inputs made again by `until`; None if
-        infeasible."""
+    def solve(self, until: float, workers: int) -> _Solved | None:
+        """The bound, the best solution by `until`; None if infeasible."""
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = max(0.05, until - time.perf_counter())
         solver.parameters.num_workers = workers
@@ -231,7 +256,8 @@ class _Model:
         remade = tuple(
             sorted({(at, op) for at, op, lit in self.remade if found and solver.value(lit)})
         )
-        return self.relaxed.problem.seconds(solver.best_objective_bound), dropped, remade
+        bound = self.relaxed.problem.seconds(solver.best_objective_bound)
+        return _Solved(bound, dropped, remade)
 
 
 def _worst_steps(relaxed: Relaxation, capacity: int, boundary: int, max_terms: int) -> set[int]:

@@ -57,3 +57,20 @@ def reference_last_reads(graph: RematGraph) -> dict[int, int]:
     for tensor in with_storages(graph, graph.outputs):
         last[tensor] = len(graph.ops)
     return last
+
+
+def alike_gaps(relaxed: Relaxation, classes: tuple[tuple[int, ...], ...]) -> list[list[int]]:
+    """Indices of the gaps to decide together: the k-th gap of every tensor of a class of
+    `classes` (template.py: the same value of every repeated block), where those tensors have
+    as many gaps each."""
+    class_of = {t: c for c, members in enumerate(classes) if len(members) > 1 for t in members}
+    of_tensor: dict[int, list[int]] = {}
+    for index, gap in enumerate(relaxed.gaps):
+        if gap.tensor in class_of:
+            of_tensor.setdefault(gap.tensor, []).append(index)
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for tensor, indices in of_tensor.items():
+        indices.sort(key=lambda index: relaxed.gaps[index].after)
+        for ordinal, index in enumerate(indices):
+            groups.setdefault((class_of[tensor], ordinal, len(indices)), []).append(index)
+    return [indices for indices in groups.values() if len(indices) > 1]

@@ -37,15 +37,12 @@ def guided_plans(
 ) -> list[Plan]:
     """Plans from `solved`'s solutions until `until`; none once a plan meets the bound."""
     found: list[Plan] = []
-    pending = list(solved.solutions)
+    pending = _by_replay(graph, budget, solved.solutions)
     resolved = False
     while pending:
-        solution = pending.pop(0)
+        start = pending.pop(0)
         if reaches_bound(best, solved.bound) or time.perf_counter() >= until:
             break
-        if not solution.dropped:
-            continue
-        start = direct_from_gaps(graph, solution.dropped, solution.remade)
         plan = repaired_plan(graph, budget, start, copies, until)
         if plan is not None:
             found.append(plan)
@@ -58,8 +55,21 @@ def guided_plans(
         again = _resolved(graph, budget, start, workers, until)
         if again is not None:
             say(f"relaxation solved again {again[0]} B under the budget")
-            pending.insert(0, again[1])
+            pending.insert(0, direct_from_gaps(graph, again[1].dropped, again[1].remade))
     return found
+
+
+def _by_replay(graph: RematGraph, budget: int, solutions: tuple[Solution, ...]) -> list[Schedule]:
+    """The solutions' direct schedules, those within the budget first, the cheaper first: the
+    relaxation's objective does not rank them (HF GPT-2, 96 layers at 0.35 of keep-all: the
+    untied model's solution, 1% cheaper than the tied one's in the relaxation, replayed 39%
+    dearer)."""
+    starts = [direct_from_gaps(graph, s.dropped, s.remade) for s in solutions if s.dropped]
+    replays = [fast_simulate(graph, *start) for start in starts]
+    order = sorted(
+        range(len(starts)), key=lambda i: (replays[i].peak > budget, replays[i].recompute_time)
+    )
+    return [starts[i] for i in order]
 
 
 def _resolved(

@@ -13,12 +13,16 @@ from factories import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_structured import layered
 
 from remat.ir import RematGraph
 from remat.simulate import simulate
-from remat.solvers import keep_all_plan
+from remat.solvers import bound, keep_all_plan, solve
 from remat.solvers.bound import Relaxation, relaxation, solve_relaxation
+from remat.solvers.gaps import alike_gaps
 from remat.solvers.lazy import schedule_from_kept, structure
+from remat.solvers.split import direct_from_gaps
+from remat.solvers.template import find_templates
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -105,3 +109,26 @@ def test_a_remade_chain_holds_or_remakes_the_other_inputs_of_its_ops() -> None:
     # so it is made again too (0.1 s): the best plan's cost.
     assert solved.bound == pytest.approx(remade_mask.recompute_time, rel=1e-4)
     assert remade_mask.recompute_time == pytest.approx(12.1)
+
+
+def test_repeated_blocks_add_a_tied_solution_but_not_its_bound(monkeypatch) -> None:
+    graph, _ = layered(6)
+    budget = int(keep_all_plan(graph).predicted_peak * 0.6)
+    solved = solve_relaxation(graph, budget)
+    assert solved is not None and len(solved.solutions) == 2
+    (one, _two) = find_templates(graph)
+    tied = set(solved.solutions[1].dropped)
+    relaxed = relaxation(graph)
+    for indices in alike_gaps(relaxed, one.classes):  # every block alike, or none
+        assert len({relaxed.gaps[i] in tied for i in indices}) == 1
+    # Tying costs here (one block's values dropped beside the others' would do), yet the bound
+    # is the untied relaxation's, which the best plan reaches.
+    replays = [
+        simulate(graph, *direct_from_gaps(graph, s.dropped, s.remade)) for s in solved.solutions
+    ]
+    assert replays[1].recompute_time > solved.bound
+    monkeypatch.setattr(bound, "find_templates", lambda graph: ())
+    untied = solve_relaxation(graph, budget)
+    assert untied is not None and solved.bound == pytest.approx(untied.bound)
+    plan = solve(graph, budget, "ilp", time_limit=10, workers=1)
+    assert plan.recompute_time == pytest.approx(solved.bound, rel=1e-6)

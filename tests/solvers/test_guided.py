@@ -6,10 +6,12 @@ import time
 
 import pytest
 from factories import attention_core
+from test_structured import layered
 
 from remat.simulate import simulate
+from remat.solvers import keep_all_plan
 from remat.solvers.bound import Solution, solve_relaxation
-from remat.solvers.guided import _resolved, guided_plans
+from remat.solvers.guided import _by_replay, _resolved, guided_plans
 from remat.solvers.split import direct_from_gaps
 
 
@@ -50,3 +52,15 @@ def test_a_schedule_over_the_budget_is_solved_again_under_its_excess() -> None:
     assert over == direct.peak - budget
     fixed = direct_from_gaps(graph, solution.dropped, solution.remade)
     assert simulate(graph, *fixed).peak <= budget
+
+
+def test_solutions_are_tried_within_the_budget_and_cheapest_first() -> None:
+    graph, _ = layered(6)
+    budget = int(keep_all_plan(graph).predicted_peak * 0.6)
+    solved = solve_relaxation(graph, budget)
+    assert solved is not None
+    # The tied solution (over the budget here) given first, the untied one second.
+    tied_first = (solved.solutions[1], solved.solutions[0])
+    replays = [simulate(graph, *start) for start in _by_replay(graph, budget, tied_first)]
+    assert replays[0].peak <= budget < replays[1].peak
+    assert replays[0].recompute_time == pytest.approx(solved.bound, rel=1e-6)
