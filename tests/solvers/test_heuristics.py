@@ -20,6 +20,7 @@ from remat.solvers.split import (
     _without_repeats,
     canonical,
     prune,
+    repaired_plan,
     schedule_from_gaps,
     split_schedule,
 )
@@ -196,3 +197,25 @@ def test_prune_drops_repeat_runs_together_and_keeps_the_budget() -> None:
     held = simulate(graph, (0, 1, 2, 3, 0, 4, 5), 3).peak
     tight, _ = _without_repeats(graph, held, (schedule, 3), math.inf)
     assert tight == (0, 1, 2, 3, 0, 4, 5)
+
+
+def test_a_stuck_repair_may_run_an_op_a_third_time() -> None:
+    """A value made again for one backward read and held through a big one to the next: only
+    a third run of its producer frees it there."""
+    builder = GraphBuilder("third run")
+    a = builder.op("a", [builder.input("x", 1)], 10)
+    loss = builder.op("loss", [a], 1)
+    builder.start_backward()
+    g1 = builder.op("g1", [builder.input("tangent", 1, late=True), a], 1)
+    small = builder.op("small", [builder.op("big", [g1], 30)], 1)
+    g2 = builder.op("g2", [small, a], 1)
+    graph = builder.build(outputs=[loss, g2], forward_outputs=[loss])
+    start = ((0, 1, 0, 2, 3, 4, 5), 2)  # a made again before g1, held through big
+    budget = simulate(graph, (0, 1, 0, 2, 3, 4, 0, 5), 2).peak
+    assert simulate(graph, *start).peak > budget
+    assert split_schedule(graph, budget, start, copies=2) is None
+    plan = repaired_plan(graph, budget, start, copies=2, deadline=math.inf)
+    assert plan is not None
+    checked = simulate(graph, plan.schedule, plan.boundary)
+    assert checked.peak == plan.predicted_peak <= budget
+    assert plan.schedule.count(0) >= 2  # made again before g2, after big
