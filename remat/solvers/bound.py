@@ -172,15 +172,15 @@ def solve_relaxation(
     # Two models, solved side by side on two threads (CP-SAT releases the GIL while it
     # solves), both following chains of dead inputs CHAIN_DEPTH levels down. The first also
     # counts their siblings (tighter: HF GPT-2's causal mask, 12 MiB at 48 layers and half the
-    # keep-all peak) and gives the bound. The second finds good solutions sooner: on graphs of
-    # repeated blocks it is the first with the same gap of every block decided alike (a
-    # restriction, so its bound is not one; HF GPT-2, 96 layers at 0.35 of keep-all: within
-    # 1.1% of the bound after 9 s, its schedule within the budget at 11.9% of the step, where
-    # the first's best after 30 s replayed at 16.6% and over the budget);
-    # elsewhere it leaves the siblings out (24 layers at 0.35: within 1% of the bound after
-    # 1 s; the first model's first solution came after 4 s). (A one-level model proved faster
-    # under the old search; at linearization level 2 its bound was never the larger and it
-    # found no plan the chains' did not: 12-48 layers, 0.35-0.9.)
+    # keep-all peak) and gives the bound. The second is there for its solutions:
+    # - on graphs of repeated blocks, the first with the same gap of every block decided alike
+    #   (a restriction, so its bound is not one). HF GPT-2, 96 layers at 0.35 of keep-all: its
+    #   best, within 1.1% of the bound, came after 9 s and its schedule fits (11.9% of the
+    #   step); the first model's, after 30 s, replayed at 16.6% and over the budget.
+    # - elsewhere, the first without siblings, whose solutions come sooner (24 layers at 0.35:
+    #   within 1% of the bound after 1 s; the first model's first came after 4 s).
+    # (A one-level model proved faster under the old search; at linearization level 2 its bound
+    # was never the larger and it found no plan the chains' did not: 12-48 layers, 0.35-0.9.)
     templates = find_templates(graph)
     ties = alike_gaps(relaxed, templates[0].classes) if templates else []
     second = _Model(relaxed, capacity, chosen, depth=CHAIN_DEPTH, siblings=bool(ties), ties=ties)
