@@ -92,11 +92,13 @@ def _candidates(
         if instance.tensor in forward_outputs and insert >= boundary:
             continue
         freed = graph.tensors[instance.tensor].bytes
-        for source in graph.ops[producer].inputs:
-            steps = productions.get(source, [])
+        # An input whose storage dies before the peak is held through it instead; a view
+        # input holds its base's storage (HF GPT-2's key/value clones read a permuted view).
+        for owner in {graph.storage_of(source) for source in graph.ops[producer].inputs}:
+            steps = productions.get(owner, [])
             index = bisect.bisect_left(steps, insert) - 1
-            if index >= 0 and last_read.get((source, steps[index]), insert) < at:
-                freed -= graph.tensors[graph.storage_of(source)].bytes
+            if index >= 0 and last_read.get((owner, steps[index]), insert) < at:
+                freed -= graph.tensors[owner].bytes
         if freed > 0:
             cost = graph.ops[producer].time * (1.0 + _NOISE * rng.random() if rng else 1.0)
             found.append((cost / freed, -freed, insert, instance))

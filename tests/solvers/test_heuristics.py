@@ -17,6 +17,7 @@ from remat.solvers.bound import lower_bound, relaxation, solve_relaxation
 from remat.solvers.evict import eviction_schedule
 from remat.solvers.local import improve
 from remat.solvers.split import (
+    _candidates,
     _without_repeats,
     canonical,
     prune,
@@ -219,3 +220,22 @@ def test_a_stuck_repair_may_run_an_op_a_third_time() -> None:
     checked = simulate(graph, plan.schedule, plan.boundary)
     assert checked.peak == plan.predicted_peak <= budget
     assert plan.schedule.count(0) >= 2  # made again before g2, after big
+
+
+def test_splitting_a_copy_of_a_view_frees_nothing_when_its_base_would_be_held() -> None:
+    """The copy's producer reads a view: remaking the copy after the peak holds the view's
+    base through it, as big as the copy, so the split is no candidate (HF GPT-2's key/value
+    clones were tried first at every peak near the floor, 64 replays that freed nothing)."""
+    builder = GraphBuilder("copy of a view")
+    base = builder.op("base", [builder.input("x", 1)], 10)
+    view = builder.op("view", [base], 0, 0.0, view_of=base)
+    copy = builder.op("copy", [view], 10)
+    loss = builder.op("loss", [copy], 1)
+    builder.start_backward()
+    big = builder.op("big", [builder.input("tangent", 1, late=True)], 30)
+    grad = builder.op("grad", [big, copy], 1)
+    graph = builder.build(outputs=[loss, grad], forward_outputs=[loss])
+    schedule = tuple(range(len(graph.ops)))
+    replay = simulate(graph, schedule, graph.boundary)
+    assert schedule[replay.peak_step] == 4  # big, with the copy held
+    assert _candidates(graph, schedule, graph.boundary, replay.peak_step) == []
