@@ -246,7 +246,7 @@ class _Model:
         # nearly integral, and HF GPT-2 at 12 to 48 layers, 0.35 to 0.9 of keep-all, deep
         # chains, was solved to optimality in 0.1-4.9 s where the default search (interleaved
         # with LNS) stopped 20-25% above its bound after 9 s at 0.35 and 0.5 (12 layers):
-        # a near-optimal solution, from which split.schedule_from_gaps makes the plan.
+        # a near-optimal solution, from which guided.py makes the plan.
         solver.parameters.linearization_level = 2
         status = solver.solve(self.model)
         if status == cp_model.INFEASIBLE:

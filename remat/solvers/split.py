@@ -219,14 +219,15 @@ def _at_peak(result: FastResult) -> int:
     return sum(1 for v in (*result.timeline, result.boundary_bytes) if v == result.peak)
 
 
-def recomputed_steps(schedule: Sequence[int]) -> list[int]:
-    """Positions in `schedule` of every execution after an op's first (the recomputations)."""
-    seen: set[int] = set()
+def recomputed_steps(schedule: Sequence[int], after: int = 1) -> list[int]:
+    """Positions in `schedule` of every execution after an op's `after`-th (by default the
+    recomputations)."""
+    runs: dict[int, int] = {}
     steps = []
     for step, op_id in enumerate(schedule):
-        if op_id in seen:
+        runs[op_id] = runs.get(op_id, 0) + 1
+        if runs[op_id] > after:
             steps.append(step)
-        seen.add(op_id)
     return steps
 
 
@@ -260,12 +261,7 @@ def _without_repeats(graph: RematGraph, budget: int, found: Schedule, deadline: 
     makes one per read): HF GPT-2, 96 layers at half the keep-all peak, 580 of 2412 runs,
     which one replay each took 30 s to find."""
     schedule, boundary = found
-    seen: dict[int, int] = {}
-    repeats = []
-    for step, op_id in enumerate(schedule):
-        seen[op_id] = seen.get(op_id, 0) + 1
-        if seen[op_id] > 2:
-            repeats.append(step)
+    repeats = recomputed_steps(schedule, after=2)
     removed: set[int] = set()
     groups = [repeats] if repeats else []
     while groups and time.perf_counter() < deadline:
@@ -342,18 +338,6 @@ def direct_from_gaps(
     for before, producer in sorted(_with_inputs(graph, gaps, remade), reverse=True):
         schedule[before:before] = with_views(views, producer, before)
     return canonical(graph, tuple(schedule))
-
-
-def schedule_from_gaps(
-    graph: RematGraph,
-    budget: int,
-    gaps: Sequence[Gap],
-    copies: int,
-    deadline: float,
-    remade: Iterable[tuple[int, int]] = (),
-) -> Plan | None:
-    """A plan from the relaxation's dropped gaps (`direct_from_gaps`, `repaired_plan`)."""
-    return repaired_plan(graph, budget, direct_from_gaps(graph, gaps, remade), copies, deadline)
 
 
 def repaired_plan(

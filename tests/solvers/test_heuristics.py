@@ -20,9 +20,9 @@ from remat.solvers.split import (
     _candidates,
     _without_repeats,
     canonical,
+    direct_from_gaps,
     prune,
     repaired_plan,
-    schedule_from_gaps,
     split_schedule,
 )
 
@@ -170,7 +170,8 @@ def test_plan_from_the_relaxation_reaches_its_bound_through_views() -> None:
     assert solved is not None
     hint = solved.solutions[0]
     assert hint.dropped
-    plan = schedule_from_gaps(graph, budget, hint.dropped, 2, math.inf, hint.remade)
+    start = direct_from_gaps(graph, hint.dropped, hint.remade)
+    plan = repaired_plan(graph, budget, start, 2, math.inf)
     assert plan is not None
     assert simulate(graph, plan.schedule, plan.boundary).peak <= budget
     assert plan.recompute_time == pytest.approx(solved.bound)
