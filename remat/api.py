@@ -25,6 +25,7 @@ from remat.call_warnings import (
     warn_probe_over_budget,
 )
 from remat.dynamo_calls import break_reasons, call_under_dynamo, static_only, summarize_break
+from remat.eager_peak import eager_candidate, eager_step_within, model_modes
 from remat.engines import engine_reserve
 from remat.fsdp import ShardedUnits, check_units, probe_outside, sharded_units
 from remat.inductor_fit import InductorFitting
@@ -32,7 +33,7 @@ from remat.model_state import ModelState
 from remat.report import RematPlanReport
 from remat.signature import input_signature
 from remat.step_plan import PlanOptions, StepPlans
-from remat.torch_internals import unset_fake_temporarily
+from remat.torch_internals import profiler_enabled, unset_fake_temporarily
 
 
 class RematModule(nn.Module):
@@ -69,6 +70,9 @@ class RematModule(nn.Module):
         """Per input signature: the step compiled afresh with its graphs' joint plan."""
         self._settled: set[tuple] = set()
         """Input signatures whose last call planned nothing: their calls just run."""
+        self._eager: dict[tuple, bool] = {}
+        """Per settled input signature and the model's modes (`model_modes`): whether it runs
+        the model as written (remat.eager_peak)."""
         self._compiled: Callable[..., Any] = self._compile()
         # Tools that read the forward's parameters (HF Trainer drops dataset columns the model
         # does not take) see the original's signature.
@@ -106,6 +110,9 @@ class RematModule(nn.Module):
             return self._orig_mod(*args, **kwargs)
         key = input_signature(args, kwargs)
         if key in self._settled:
+            if self._runs_eagerly(key, args, kwargs):
+                self._planner.current_key = key
+                return self._orig_mod(*args, **kwargs)
             return self._run_settled(key, args, kwargs)
         self._planner.recording = True
         # This call may plan graphs: if the step turns out to be several graphs whose plans,
@@ -153,10 +160,7 @@ class RematModule(nn.Module):
         leanest, measures what is allocated outside remat's graphs; the step's graphs are then
         planned together with it counted where it is held. Returns the probe's predicted peak
         (its plans simulated with what was measured)."""
-        try:
-            device = next(self._orig_mod.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
+        device = _device_of(self._orig_mod)
         frozen = self._planner.budget_bytes
         self._planner.lean_plans = True
         try:
@@ -206,7 +210,43 @@ class RematModule(nn.Module):
         self._planner.forget(key)
         self._joint.pop(key, None)
         self._settled.discard(key)
+        self._forget_eager(key)
         self._compiled = self._compile()
+
+    def _forget_eager(self, key: tuple) -> None:
+        for entry in [e for e in self._eager if e[0] == key]:
+            del self._eager[entry]
+
+    def _runs_eagerly(self, key: tuple, args: tuple, kwargs: dict) -> bool:
+        """Whether a settled step runs the model as written: decided on its first settled call
+        (remat.eager_peak), for steps whose plans recompute nothing, run as fx code."""
+        # Eager code runs whatever the modes say (train/eval, frozen layers), with no guard to
+        # plan again: each set of modes is measured on its own.
+        entry = (key, model_modes(self._orig_mod))
+        decided = self._eager.get(entry)
+        if decided is None:
+            if profiler_enabled():
+                return False  # measuring may need the CPU profiler: decided in a later call
+            decided = self._eager[entry] = self._eager_fits(key, args, kwargs)
+        return decided
+
+    def _eager_fits(self, key: tuple, args: tuple, kwargs: dict) -> bool:
+        step = self._planner.steps.get(key)
+        budget = self._planner.budget_bytes
+        if step is None or not step.graphs or budget is None:
+            return False
+        if any(g.over_budget for g in step.graphs):
+            return False
+        if not eager_candidate((g.plan for g in step.graphs), self._orig_mod):
+            return False
+        if self._inductor is not None or self._sharded is not None:
+            return False  # Inductor's kernels may beat eager's; FSDP2 runs blocks on its own
+        reserve = engine_reserve(self._orig_mod) + (self._options.loss_reserve or 0)
+        step.eager = eager_step_within(
+            self._orig_mod, args, kwargs, _device_of(self._orig_mod), budget - reserve
+        )
+        step.runs_eagerly = step.eager.fits
+        return step.runs_eagerly
 
     def _run_settled(self, key: tuple, args: tuple, kwargs: dict) -> Any:
         """A call of a step whose plans are made: it runs without recording what its graphs
@@ -218,6 +258,7 @@ class RematModule(nn.Module):
         result = self._run(key, args, kwargs)
         if self._planner.graphs_planned != planned_before:
             self._settled.discard(key)
+            self._forget_eager(key)
         return result
 
     def _run(self, key: tuple, args: tuple, kwargs: dict) -> Any:
@@ -335,6 +376,13 @@ _PRICES = {
     "calibrate": _calibrated_prices,
     "measure": _measured_prices,
 }
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    try:
+        return next(module.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
 
 
 def _trainable_grad_bytes(module: nn.Module) -> int:

@@ -39,8 +39,9 @@ import torch
 import torch.fx as fx
 from torch._inductor.choices import InductorChoices
 
+from remat.cpu_profiler import allocation_events, cpu_memory_profiler
 from remat.inner import InnerCompilers, run_as_fx
-from remat.measure import _allocations, _cpu_profiler, synchronize
+from remat.measure import synchronize
 
 SCOPED_CONFIG: dict[str, Any] = {
     "fallback_random": True,
@@ -254,9 +255,9 @@ def _phase_peaks(
         run_backward()
         synchronize(device)
         return forward_peak, torch.accelerator.max_memory_allocated(device) - base
-    with _cpu_profiler():
+    with cpu_memory_profiler():
         run_forward(), run_backward()
-    with _cpu_profiler() as prof:
+    with cpu_memory_profiler() as prof:
         run_forward()
         with torch.profiler.record_function(_BACKWARD_MARK):
             run_backward()
@@ -264,7 +265,7 @@ def _phase_peaks(
     marks = [e.start_time_ns for e in _walk(events) if e.name == _BACKWARD_MARK]
     live = 0
     peaks = [0, 0]
-    for start, size in sorted(_allocations(prof, device)):
+    for start, size in sorted(allocation_events(prof, device)):
         live += size
         phase = int(bool(marks) and start >= marks[0])
         peaks[phase] = max(peaks[phase], live)

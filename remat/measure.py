@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-import re
 import statistics
-import sys
-import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,13 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
+from remat.cpu_profiler import allocation_events, cpu_memory_profiler, own_profiler_running
 from remat.outside import OutsideProfile
 from remat.torch_internals import (
     TorchDispatchMode,
     current_dispatch_mode,
     pop_mode_temporarily,
+    profiler_enabled,
     tree_leaves,
 )
 
@@ -110,11 +107,19 @@ def measure_peak(
     """
     _check_counts(warmup, repeats)
     device = resolve_device(device)
+    if device.type == "cpu" and profiler_enabled() and not own_profiler_running():
+        raise RuntimeError(
+            "remat.measure_peak reads CPU memory from the profiler's allocation events and "
+            "cannot run while another torch.profiler session records (starting a second one "
+            "ends the first): measure outside it. remat measures kernels' scratch memory this "
+            "way when it plans, on the first training call of each input shape: run that call "
+            "before you start profiling."
+        )
     for _ in range(warmup):
         if device.type == "cpu":
             # Profiled too, so the CPU allocator learns the size of every block the warm-up
             # leaves alive and records it when the measured call frees it (as CUDA would).
-            with _cpu_profiler():
+            with cpu_memory_profiler():
                 _call(step, setup)
         else:
             _call(step, setup)
@@ -165,68 +170,15 @@ def _accelerator_peak(step: Step, device: torch.device) -> tuple[int, int]:
 
 
 def _cpu_peak(step: Step, device: torch.device) -> tuple[int, None]:
-    with _cpu_profiler() as prof:
+    with cpu_memory_profiler() as prof:
         result = step()
     del result
-    events = sorted(_allocations(prof, device), key=lambda event: event[0])
+    events = sorted(allocation_events(prof, device), key=lambda event: event[0])
     live = peak = 0
     for _, size in events:
         live += size
         peak = max(peak, live)
     return peak, None
-
-
-@contextlib.contextmanager
-def _cpu_profiler() -> Iterator[profile]:
-    """The CPU memory profiler, with what it writes to the process's stderr from C++ (Kineto's
-    "profiler_start" lines, the allocator's note on blocks from before profiling) kept out of
-    the user's terminal; anything else written there meanwhile is passed on when it stops."""
-    with (
-        _stderr_filtered(_PROFILER_NOISE),
-        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
-    ):
-        yield prof
-
-
-_PROFILER_NOISE = re.compile(
-    r"profiler_start|profiler_stop|Completed Stage|Memory block of unknown size"
-)
-
-
-@contextlib.contextmanager
-def _stderr_filtered(noise: re.Pattern[str]) -> Iterator[None]:
-    """Send file descriptor 2 (C++ writes below Python's sys.stderr) to a temporary file; on
-    exit, write back the lines that do not match `noise`."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = [
-                line
-                for line in capture.read().decode(errors="replace").splitlines(keepends=True)
-                if not noise.search(line)
-            ]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
-
-
-def _allocations(prof: profile, device: torch.device) -> Iterator[tuple[int, int]]:
-    """(start ns, signed bytes) of every allocation and free on `device` the profiler saw."""
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        event = stack.pop()
-        stack.extend(reversed(event.children))  # pre-order, so equal timestamps keep tree order
-        fields = event.typed[1]
-        if type(fields).__name__ == "_ExtraFields_Allocation" and fields.device.type == device.type:
-            yield event.start_time_ns, fields.alloc_size
 
 
 class OutsideTracker(TorchDispatchMode):
@@ -375,6 +327,14 @@ def time_step(
     """
     _check_counts(warmup, repeats)
     device = resolve_device(device)
+    if device.type == "cpu" and profiler_enabled() and not own_profiler_running():
+        raise RuntimeError(
+            "remat.measure_peak reads CPU memory from the profiler's allocation events and "
+            "cannot run while another torch.profiler session records (starting a second one "
+            "ends the first): measure outside it. remat measures kernels' scratch memory this "
+            "way when it plans, on the first training call of each input shape: run that call "
+            "before you start profiling."
+        )
     for _ in range(warmup):
         _call(step, setup)
     samples = []

@@ -40,7 +40,9 @@ class ModelState:
         """Put back the buffers the call changed and the generators' states."""
         with torch.no_grad():
             for buffer, copy, version in self.buffers:
-                if buffer._version != version:
+                # A kernel that updates a buffer it was passed (batch norm's running statistics,
+                # run eagerly) leaves its version as it was: the values are compared too.
+                if buffer._version != version or not torch.equal(buffer, copy):
                     buffer.copy_(copy)
         torch.set_rng_state(self.cpu_rng)
         for index, state in self.cuda_rng:

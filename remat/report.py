@@ -45,6 +45,14 @@ class RematPlanReport:
     graph_breaks: tuple[str, ...] = ()
     outside_bytes: int = 0
     """Measured outside the graphs (FSDP2, eager code), included in `predicted_peak`."""
+    runs_eagerly: bool = False
+    """The model runs as written from the second call on: nothing to recompute, and its eager
+    step, measured on fake tensors (`eager_peak_bytes`), fits the budget (remat.eager_peak)."""
+    eager_peak_bytes: int | None = None
+    eager_probed_bytes: int | None = None
+    """The eager step's peak in one real step, where the fake one fit (remat.eager_peak)."""
+    eager_note: str = ""
+    """Why the eager step was not measured, where it was tried."""
 
     @classmethod
     def from_step(cls, step: StepPlans, options: PlanOptions) -> RematPlanReport:
@@ -67,6 +75,10 @@ class RematPlanReport:
             graphs=summaries,
             graph_breaks=step.graph_breaks,
             outside_bytes=step.outside_bytes,
+            runs_eagerly=step.runs_eagerly,
+            eager_peak_bytes=step.eager.peak_bytes if step.eager else None,
+            eager_probed_bytes=step.eager.probed_bytes if step.eager else None,
+            eager_note=step.eager.reason if step.eager else "",
         )
 
     @property
@@ -93,6 +105,7 @@ class RematPlanReport:
             )
         for reason in self.graph_breaks:
             lines.append(f"  graph break: {reason}")
+        lines.extend(self._eager_lines())
         for g in self.graphs:
             gap = "n/a" if g.gap is None else f"{g.gap:.1%}"
             lines.append(
@@ -113,6 +126,20 @@ class RematPlanReport:
             if g.replayed_random_ops:
                 lines.append(f"    random ops replayed: {', '.join(g.replayed_random_ops)}")
         return "\n".join(lines)
+
+    def _eager_lines(self) -> list[str]:
+        if self.eager_peak_bytes is None:
+            return [f"  runs as fx code: {self.eager_note}"] if self.eager_note else []
+        fake = f"{format_bytes(self.eager_peak_bytes)} on fake tensors"
+        if self.eager_probed_bytes is None:
+            return [f"  runs as fx code: the eager step would peak at {fake}, over the budget"]
+        probed = f"{format_bytes(self.eager_probed_bytes)} ({self.eager_probed_bytes} bytes)"
+        if self.runs_eagerly:
+            return [
+                f"  runs the model as written: nothing to recompute; its eager step peaked at "
+                f"{probed} in one real step ({fake})"
+            ]
+        return [f"  runs as fx code: one real eager step peaked at {probed}, over the budget"]
 
 
 def _summarize(item: GraphPlan) -> GraphSummary:

@@ -17,6 +17,7 @@ from remat.joint_plan import JointPlan
 from remat.simulate import Simulation, simulation_of
 
 if TYPE_CHECKING:
+    from remat.eager_peak import EagerPeak
     from remat.gradient_links import GraphIO
 
 
@@ -104,6 +105,10 @@ class StepPlans:
     outside_bytes: int = 0
     """Most bytes a probe step measured outside the graphs at once (FSDP2's buffers, the eager
     code around the blocks; remat.fsdp), counted in `predicted_peak` where they are held."""
+    eager: EagerPeak | None = None
+    """The eager step's peak, measured where the plans recompute nothing (remat.eager_peak)."""
+    runs_eagerly: bool = False
+    """The step runs the model as written: nothing to recompute and its eager step fits."""
 
     @property
     def ios(self) -> list[GraphIO | None]:

@@ -44,7 +44,7 @@ from torch._functorch.partitioners import _extract_fwd_bwd_outputs as split_join
 from torch._guards import detect_fake_mode
 from torch._ops import HigherOrderOperator, OpOverload
 from torch._prims.rng_prims import run_and_save_rng_state, run_with_rng_state
-from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 
 # Profiler: remat's recompute ranges (remat.recompute_ranges) open only while one records.
 from torch.autograd import _profiler_enabled as profiler_enabled
@@ -69,6 +69,7 @@ TESTED_TORCH = "2.13.0"
 _warned: list[str] = []
 
 __all__ = [
+    "FakeTensorMode",
     "TorchDispatchMode",
     "pop_mode_temporarily",
     "current_dispatch_mode",

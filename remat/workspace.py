@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Generic, TypeVar
 
@@ -89,7 +89,10 @@ def measure_workspaces(joint: fx.GraphModule, device: torch.device) -> Mapping[f
     with unset_fake_temporarily():
         for node in joint.graph.nodes:
             if node.op == "call_function" and node.target in _MEASURED_OPS:
-                result[node] = _cache.get(_key(node, device), partial(_measure, node, device))
+                args, kwargs = _values(node)
+                result[node] = call_scratch_bytes(
+                    node.target, args, kwargs, node.meta.get("val"), device
+                )
     return result
 
 
@@ -99,84 +102,124 @@ def measure_storage_bytes(joint: fx.GraphModule, device: torch.device) -> Mappin
     result: dict[fx.Node, int] = {}
     with unset_fake_temporarily():
         for node in joint.graph.nodes:
-            if not _may_hide_storage(node):
+            if node.op != "call_function":
                 continue
-            real = _storage_cache.get(
-                _key(node, device), partial(_real_storage_bytes, node, device)
-            )
+            args, kwargs = _values(node)
+            real = call_storage_bytes(node.target, args, kwargs, node.meta.get("val"), device)
             if real is not None:
                 result[node] = real
     return result
 
 
-def _may_hide_storage(node: fx.Node) -> bool:
-    target = node.target
-    if node.op != "call_function" or not isinstance(target, OpOverload):
+def call_scratch_bytes(
+    target: object, args: Sequence[object], kwargs: Mapping[str, object], outputs: object,
+    device: torch.device,
+) -> int:  # fmt: skip
+    """Transient bytes of one call of `target` on (fake or real) `args` giving `outputs`: 0 for
+    an op measured to allocate only its outputs, else measured once per distinct call."""
+    if target not in _MEASURED_OPS:
+        return 0
+    key = _key(target, device, args, kwargs)
+    return _cache.get(key, partial(_measure, target, args, kwargs, outputs, device))
+
+
+def call_storage_bytes(
+    target: object, args: Sequence[object], kwargs: Mapping[str, object], output: object,
+    device: torch.device,
+) -> int | None:  # fmt: skip
+    """Real storage bytes of a call's single result where, run on `device`, it holds a larger
+    buffer than its fake tensor says; None where it does not (or cannot: views, random ops)."""
+    if not _may_hide_storage(target, args, kwargs, output):
+        return None
+    key = _key(target, device, args, kwargs)
+    make = partial(_real_storage_bytes, target, args, kwargs, output, device)
+    return _storage_cache.get(key, make)
+
+
+def _values(node: fx.Node) -> tuple[tuple, dict]:
+    """The node's arguments with each node replaced by its traced (fake) value."""
+
+    def value(arg: object) -> object:
+        if isinstance(arg, fx.Node):
+            return arg.meta.get("val")
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(value(a) for a in arg)
+        return arg
+
+    return value(node.args), {k: value(v) for k, v in node.kwargs.items()}
+
+
+def _may_hide_storage(
+    target: object, args: Sequence[object], kwargs: Mapping[str, object], output: object
+) -> bool:
+    if not isinstance(target, OpOverload):
         return False
     if target.is_view or torch.Tag.nondeterministic_seeded in target.tags:
         return False
-    value = node.meta.get("val")
-    if not isinstance(value, torch.Tensor):
+    if not isinstance(output, torch.Tensor):
         return False
-    fake = value.untyped_storage().nbytes()
-    return any(
-        isinstance(v := arg.meta.get("val"), torch.Tensor) and v.untyped_storage().nbytes() > fake
-        for arg in node.all_input_nodes
-    )
+    fake = output.untyped_storage().nbytes()
+    return any(t.untyped_storage().nbytes() > fake for t in _tensors((args, kwargs)))
 
 
-def _real_storage_bytes(node: fx.Node, device: torch.device) -> int | None:
+def _tensors(tree: object) -> Iterator[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, (list, tuple)):
+        for item in tree:
+            yield from _tensors(item)
+    elif isinstance(tree, dict):
+        for item in tree.values():
+            yield from _tensors(item)
+
+
+def _real_storage_bytes(
+    target: Callable, args: Sequence[object], kwargs: Mapping[str, object], output: torch.Tensor,
+    device: torch.device,
+) -> int | None:  # fmt: skip
     """The output's real storage bytes, or None when it matches the fake tensor's."""
-    args, kwargs = _materialize(node, device)
+    real_args, real_kwargs = _real(args, device), _real(kwargs, device)
     with torch.no_grad():
-        output = node.target(*args, **kwargs)
-    real = output.untyped_storage().nbytes()
-    return real if real != node.meta["val"].untyped_storage().nbytes() else None
+        result = target(*real_args, **real_kwargs)
+    real = result.untyped_storage().nbytes()
+    return real if real != output.untyped_storage().nbytes() else None
 
 
-def _key(node: fx.Node, device: torch.device) -> tuple:
+def _key(
+    target: object, device: torch.device, args: Sequence[object], kwargs: Mapping[str, object]
+) -> tuple:
     def describe(arg: object) -> object:
-        if isinstance(arg, fx.Node):
-            value = arg.meta.get("val")
-            if isinstance(value, torch.Tensor):
-                return (tuple(value.shape), tuple(value.stride()), value.dtype)
-            return repr(value)
+        if isinstance(arg, torch.Tensor):
+            return (tuple(arg.shape), tuple(arg.stride()), arg.dtype)
         if isinstance(arg, (list, tuple)):
             return tuple(describe(a) for a in arg)
-        return arg
+        return arg if isinstance(arg, (int, float, bool, str, type(None))) else repr(arg)
 
-    return (node.target, str(device), describe(node.args), describe(tuple(node.kwargs.items())))
+    return (target, str(device), describe(args), describe(tuple(kwargs.items())))
 
 
 def _real(value: object, device: torch.device) -> object:
+    """`value` (a tree of fake or real tensors) with every tensor replaced by random data of its
+    layout on `device`."""
     if isinstance(value, torch.Tensor):
         # Fill the flat storage: expanded (stride-0) layouts cannot be written through the view.
         span = 1 + sum((size - 1) * stride for size, stride in zip(value.shape, value.stride()))
         flat = torch.empty(span if value.numel() else 0, dtype=value.dtype, device=device)
         flat = flat.normal_() if flat.is_floating_point() else flat.zero_()
         return flat.as_strided(value.shape, value.stride())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_real(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _real(v, device) for k, v in value.items()}
     return value
 
 
-def _materialize(node: fx.Node, device: torch.device) -> tuple[tuple, dict]:
-    def materialize(arg: object) -> object:
-        if isinstance(arg, fx.Node):
-            return _real(arg.meta.get("val"), device)
-        if isinstance(arg, (list, tuple)):
-            return type(arg)(materialize(a) for a in arg)
-        return arg
-
-    return materialize(node.args), {k: materialize(v) for k, v in node.kwargs.items()}
-
-
-def _measure(node: fx.Node, device: torch.device) -> int:
-    args, kwargs = _materialize(node, device)
-    outputs = node.meta.get("val")
-    output_bytes = sum(
-        v.untyped_storage().nbytes()
-        for v in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))
-        if isinstance(v, torch.Tensor)
-    )
+def _measure(
+    target: Callable, args: Sequence[object], kwargs: Mapping[str, object], outputs: object,
+    device: torch.device,
+) -> int:  # fmt: skip
+    real_args, real_kwargs = _real(args, device), _real(kwargs, device)
+    output_bytes = sum(t.untyped_storage().nbytes() for t in _tensors(outputs))
     with torch.no_grad():
-        peak = measure_peak(lambda: node.target(*args, **kwargs), device, warmup=1).peak_bytes
-    return max(0, peak - output_bytes)
+        peak = measure_peak(lambda: target(*real_args, **real_kwargs), device, warmup=1)
+    return max(0, peak.peak_bytes - output_bytes)

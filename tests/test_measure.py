@@ -170,3 +170,14 @@ def test_cpu_measurement_prints_nothing_of_the_profiler_and_keeps_the_steps_own_
     assert "profiler" not in result.stderr + result.stdout
     assert "CPUAllocator" not in result.stderr
     assert result.stderr.count("from the step") == 3
+
+
+def test_the_cpu_peak_refuses_to_run_inside_another_profiler() -> None:
+    # Starting a second CPU profiler session ends the first: the user's trace would be lost.
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with pytest.raises(RuntimeError, match="run that call before you start profiling"):
+            measure_peak(lambda: torch.ones(4), "cpu")
+        torch.ones(8).sum()
+    assert any(e.name == "aten::sum" for e in prof.events())

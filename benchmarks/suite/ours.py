@@ -124,4 +124,6 @@ def plan_facts(report: Any) -> dict[str, Any]:
         "ops": sum(g.ops for g in graphs),
         "solver_status": "/".join(g.status for g in graphs),
         "gap": max(gaps) if gaps else None,
+        # From the third call a step with nothing to recompute may run the model as written.
+        "runs_eagerly": getattr(report, "runs_eagerly", False),
     }

@@ -1,0 +1,259 @@
+"""The step as written, measured on fake tensors: can remat let the model run eagerly?
+
+Where a step's plan recomputes nothing, remat's graphs do what eager autograd does, only through
+Python-dispatched fx code and AOTAutograd's wrappers (a few percent slower than eager on CPU).
+The model may then run as written, provided its eager step fits the budget too. That step is not
+the graph remat simulated (Python holds a value until its name goes out of scope, autograd
+accumulates gradients its own way), so it is measured: the forward and the backward of its
+scalar loss run once on fake copies of the parameters, buffers and inputs (no memory, no
+arithmetic) under a tracker that counts every new storage as the allocator rounds it, plus what
+fake tensors do not show (remat.workspace: a kernel's scratch, a result that holds a larger
+buffer), measured on the device as for the graphs. It errs high only: autograd sums two
+gradients of one value in place on real tensors and out of place on fake ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from remat.budget import format_bytes
+from remat.fx_nodes import allocated_bytes
+from remat.ir import Plan
+from remat.measure import measure_peak
+from remat.model_state import ModelState
+from remat.torch_internals import (
+    FakeTensorMode,
+    TorchDispatchMode,
+    tree_leaves,
+    tree_map,
+    unset_fake_temporarily,
+)
+from remat.workspace import call_scratch_bytes, call_storage_bytes
+
+
+@dataclass(frozen=True)
+class EagerPeak:
+    """The eager step's peak in bytes above what existed before it, or why it is unknown."""
+
+    peak_bytes: int | None
+    """On fake tensors (`measure_eager_step`)."""
+    reason: str = ""
+    """Why the step could not be measured (None peak): for the plan's report."""
+    probed_bytes: int | None = None
+    """Measured by the allocator in one real step (`probe_eager_step`), where the fake one fit."""
+    budget_bytes: int | None = None
+    """What it had to fit (`eager_step_within`)."""
+
+    @property
+    def fits(self) -> bool:
+        """The real step was measured within the budget."""
+        probed, budget = self.probed_bytes, self.budget_bytes
+        return probed is not None and budget is not None and probed <= budget
+
+
+class _PeakTracker(TorchDispatchMode):
+    """Counts the storages the ops it sees allocate, at their real sizes, and the peak: live
+    bytes after each op plus that op's scratch."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+        self.peak = 0
+        self._storages: dict[int, tuple[weakref.ref, int]] = {}
+        """id -> (the storage, bytes its real counterpart holds beyond its own size)."""
+        self._wrapped = 0
+        """Bytes of the Python numbers passed for tensors so far, all taken as held to the end."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        output = func(*args, **kwargs)
+        known = {id(t.untyped_storage()) for t in _tensors((args, kwargs))}
+        fresh = [t for t in _tensors(output) if id(t.untyped_storage()) not in known]
+        with unset_fake_temporarily():
+            scratch = call_scratch_bytes(func, args, kwargs, output, self.device)
+            real = call_storage_bytes(func, args, kwargs, output, self.device)
+        for tensor in fresh:
+            storage = tensor.untyped_storage()
+            extra = max(0, real - storage.nbytes()) if real is not None else 0
+            self._track(storage, extra)
+        if self.device.type == "cpu":
+            self._wrapped += _wrapped_number_bytes(func, args, kwargs)
+        self.peak = max(self.peak, self.live + scratch)
+        return output
+
+    def _track(self, storage: torch.UntypedStorage, extra: int) -> None:
+        key = id(storage)
+        if key not in self._storages:
+            ref = weakref.ref(storage, lambda _, k=key: self._storages.pop(k, None))
+            self._storages[key] = (ref, extra)
+
+    @property
+    def live(self) -> int:
+        total = 0
+        # Sizes are read now, not at allocation: an out= kernel may resize what it was given.
+        for ref, extra in list(self._storages.values()):
+            storage = ref()
+            if storage is not None:
+                total += allocated_bytes(storage.nbytes() + extra, self.device)
+        return total + self._wrapped
+
+
+_NUMBER_BYTES = {bool: 1, int: 8, float: 8, complex: 16}
+
+
+def _wrapped_number_bytes(func: Any, args: tuple, kwargs: dict) -> int:
+    """Bytes of the 0-d CPU tensors made for Python numbers passed where `func` takes a tensor
+    (`x * 0.5`). They are made before dispatch and handed to modes as numbers, so no mode sees
+    them, and autograd may keep one until the backward (a product's factor)."""
+    schema = getattr(func, "_schema", None)
+    if schema is None:
+        return 0
+    total = 0
+    for position, argument in enumerate(schema.arguments):
+        if argument.kwarg_only:
+            value = kwargs.get(argument.name)
+        elif position < len(args):
+            value = args[position]
+        else:
+            value = kwargs.get(argument.name)
+        if isinstance(argument.type, torch.TensorType):
+            total += _NUMBER_BYTES.get(type(value), 0)
+    return total
+
+
+def eager_candidate(plans: Iterable[Plan], module: nn.Module) -> bool:
+    """Whether eager code could run the step instead of `plans`: none recomputes anything,
+    and no DDP engine (whose buckets the plans reserve room for) wraps the module."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if any(len(set(plan.schedule)) != len(plan.schedule) for plan in plans):
+        return False
+    return not any(isinstance(m, DistributedDataParallel) for m in module.modules())
+
+
+def model_modes(module: nn.Module) -> tuple[bool, ...]:
+    """What changes the eager step without changing its inputs: each module's training flag and
+    each parameter's requires_grad."""
+    return (
+        *(m.training for m in module.modules()),
+        *(p.requires_grad for p in module.parameters()),
+    )
+
+
+def measure_eager_step(
+    module: nn.Module, args: tuple, kwargs: dict, device: torch.device
+) -> EagerPeak:
+    """Run `module(*args, **kwargs)` and the backward of its scalar loss once on fake tensors
+    and return the step's peak; the module, its state and the random generators are left as
+    they were. A module that returns no scalar loss, or that fake tensors cannot run, gets a
+    reason instead of a peak."""
+    attributes = [(m, dict(vars(m))) for m in module.modules()]
+    try:
+        with torch.random.fork_rng(devices=_cuda_indices(module)):
+            return _fake_step(module, args, kwargs, device)
+    except Exception as error:  # noqa: BLE001 - any failure means: not measured, run the plan
+        return EagerPeak(None, f"the fake-tensor run failed: {type(error).__name__}: {error}")
+    finally:
+        # A module that caches a value on itself (a rotary table, a mask) keeps no fake tensor.
+        for submodule, before in attributes:
+            vars(submodule).clear()
+            vars(submodule).update(before)
+
+
+def eager_step_within(
+    module: nn.Module, args: tuple, kwargs: dict, device: torch.device, budget: int
+) -> EagerPeak:
+    """The eager step measured against `budget`: on fake tensors, then, where that fits, once
+    for real (`probe_eager_step`), which decides; a real step over the budget warns."""
+    fake = dataclasses.replace(
+        measure_eager_step(module, args, kwargs, device), budget_bytes=budget
+    )
+    if fake.peak_bytes is None or fake.peak_bytes > budget:
+        return fake
+    probed = probe_eager_step(module, args, kwargs, device)
+    if probed > budget:
+        warnings.warn(
+            f"remat: one step of the model as written, run to see whether it fits the budget "
+            f"{format_bytes(budget)} (on fake tensors it peaked at {format_bytes(fake.peak_bytes)})"
+            f", peaked at {format_bytes(probed)}: its code takes another path on real tensors. "
+            "Its effects were undone, and the step runs remat's plan from now on.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return dataclasses.replace(fake, probed_bytes=probed)
+
+
+def probe_eager_step(module: nn.Module, args: tuple, kwargs: dict, device: torch.device) -> int:
+    """Run the eager step once for real (the forward and the backward of its scalar loss) under
+    the same tracker and return its peak, then undo it: gradients, buffers and random
+    generators are left as they were. Python code may branch on fake tensors (a library that
+    skips an all-ones mask only where it can read it), so the fake step only says whether this
+    one may run within the budget; this one decides. On CPU the tracker alone measures it (the
+    allocator's count there needs the profiler, which the caller may be running)."""
+    state = ModelState.save(module)
+    params = list(module.parameters())
+    grads = [p.grad for p in params]
+    for param in params:
+        param.grad = None  # fresh gradients, as on fake tensors; the old ones stay referenced
+    tracker = _PeakTracker(device)
+
+    def step() -> None:
+        with tracker:
+            (loss,) = _losses(module(*args, **kwargs))
+            loss.backward()
+
+    try:
+        if device.type == "cpu":
+            step()
+            return tracker.peak
+        # An accelerator's allocator keeps its own count without a profiler: the larger of
+        # the two is taken (kernels' workspaces the tracker does not see, backward threads).
+        return max(measure_peak(step, device, warmup=0).peak_bytes, tracker.peak)
+    finally:
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        state.restore()
+
+
+def _losses(output: Any) -> list[torch.Tensor]:
+    """The output's differentiable tensors when there is one and it is a scalar, else none."""
+    losses = [t for t in _tensors(tree_leaves(output)) if t.requires_grad]
+    return losses if len(losses) == 1 and losses[0].dim() == 0 else []
+
+
+def _fake_step(module: nn.Module, args: tuple, kwargs: dict, device: torch.device) -> EagerPeak:
+    mode = FakeTensorMode(allow_non_fake_inputs=False)
+
+    def fake(value: Any) -> Any:
+        return mode.from_tensor(value) if isinstance(value, torch.Tensor) else value
+
+    state = {n: fake(p) for n, p in module.named_parameters(remove_duplicate=False)}
+    state |= {n: fake(b) for n, b in module.named_buffers(remove_duplicate=False)}
+    fake_args, fake_kwargs = tree_map(fake, (args, kwargs))
+    tracker = _PeakTracker(device)
+    with mode, tracker:
+        output = torch.func.functional_call(module, state, fake_args, fake_kwargs)
+        losses = _losses(output)
+        if not losses:
+            return EagerPeak(None, "the model returns no scalar loss (its loss runs outside)")
+        losses[0].backward()
+        return EagerPeak(tracker.peak)
+
+
+def _tensors(tree: Any) -> Iterator[torch.Tensor]:
+    for leaf in tree_leaves(tree):
+        if isinstance(leaf, torch.Tensor):
+            yield leaf
+
+
+def _cuda_indices(module: nn.Module) -> list[int]:
+    tensors = (*module.parameters(), *module.buffers())
+    return sorted({t.device.index or 0 for t in tensors if t.is_cuda})
