@@ -10,6 +10,7 @@ from remat.backend import backend, last_plans
 from remat.backend_options import BackendOptionError
 from remat.budget import BudgetError, InfeasibleBudgetError, parse_budget
 from remat.capture import UnsupportedGraphError
+from remat.cpu_profiler import ProfilerRunningError
 from remat.engines import UnsupportedModelError
 from remat.measure import PeakMeasurement, StepTiming, measure_peak, time_step
 from remat.simulate import InvalidScheduleError
@@ -21,6 +22,7 @@ __all__ = [
     "BackendOptionError",
     "BudgetError",
     "InfeasibleBudgetError",
+    "ProfilerRunningError",
     "InvalidScheduleError",
     "PeakMeasurement",
     "RematModule",

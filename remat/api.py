@@ -218,8 +218,9 @@ class RematModule(nn.Module):
             del self._eager[entry]
 
     def _runs_eagerly(self, key: tuple, args: tuple, kwargs: dict) -> bool:
-        """Whether a settled step runs the model as written: decided on its first settled call
-        (remat.eager_peak), for steps whose plans recompute nothing, run as fx code."""
+        """Whether a settled step runs the model as written (its eager step fits the budget:
+        then nothing needs recomputing and no fx code runs): decided on its first settled call
+        (remat.eager_peak), for plans run as fx code."""
         # Eager code runs whatever the modes say (train/eval, frozen layers), with no guard to
         # plan again: each set of modes is measured on its own.
         entry = (key, model_modes(self._orig_mod))
@@ -237,7 +238,7 @@ class RematModule(nn.Module):
             return False
         if any(g.over_budget for g in step.graphs):
             return False
-        if not eager_candidate((g.plan for g in step.graphs), self._orig_mod):
+        if not eager_candidate(self._orig_mod):
             return False
         if self._inductor is not None or self._sharded is not None:
             return False  # Inductor's kernels may beat eager's; FSDP2 runs blocks on its own

@@ -15,6 +15,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
+class ProfilerRunningError(RuntimeError):
+    """A CPU memory measurement was asked for while a profiler remat did not start records."""
+
+
 @contextlib.contextmanager
 def cpu_memory_profiler() -> Iterator[profile]:
     """The CPU memory profiler, with what it writes to the process's stderr from C++ (Kineto's

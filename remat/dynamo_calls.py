@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from remat.cpu_profiler import ProfilerRunningError
 from remat.signature import is_symbolic
 from remat.torch_internals import BackendCompilerFailed, dynamo_config, dynamo_counters, tree_leaves
 
@@ -50,7 +51,8 @@ remat's static step dynamic because of it."""
 
 def call_under_dynamo(compiled: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """One call of the compiled step under remat's Dynamo settings; a ValueError a backend
-    raised (a bad budget) reaches the caller as itself. The inputs' dynamic-size hints left by
+    raised (a bad budget) or a measurement refused under the user's profiler reaches the caller
+    as itself. The inputs' dynamic-size hints left by
     other compiled code are set aside for the call."""
     hinted = [
         (x, getattr(x, _PROPAGATED_DYNAMIC))
@@ -76,7 +78,7 @@ def _call_with_settings(compiled: Callable[..., Any], args: tuple, kwargs: dict)
             return compiled(*args, **kwargs)
         except BackendCompilerFailed as error:
             inner = error.inner_exception
-            if isinstance(inner, ValueError):
+            if isinstance(inner, (ValueError, ProfilerRunningError)):
                 raise inner.with_traceback(None) from None
             raise
 

@@ -1,23 +1,23 @@
-"""The step as written, measured on fake tensors: can remat let the model run eagerly?
+"""The step as written, measured: can remat let the model run eagerly?
 
-Where a step's plan recomputes nothing, remat's graphs do what eager autograd does, only through
-Python-dispatched fx code and AOTAutograd's wrappers (a few percent slower than eager on CPU).
-The model may then run as written, provided its eager step fits the budget too. That step is not
-the graph remat simulated (Python holds a value until its name goes out of scope, autograd
+Where the budget admits the model's own step, no plan beats it: eager recomputes nothing, and
+remat's graphs, even with nothing recomputed, run as Python-dispatched fx code through
+AOTAutograd's wrappers (a few percent slower than eager on CPU). But the eager step is not the
+graph remat simulated (Python holds a value until its name goes out of scope, autograd
 accumulates gradients its own way), so it is measured: the forward and the backward of its
 scalar loss run once on fake copies of the parameters, buffers and inputs (no memory, no
 arithmetic) under a tracker that counts every new storage as the allocator rounds it, plus what
 fake tensors do not show (remat.workspace: a kernel's scratch, a result that holds a larger
-buffer), measured on the device as for the graphs. It errs high only: autograd sums two
-gradients of one value in place on real tensors and out of place on fake ones.
-"""
+buffer), measured on the device as for the graphs. That errs high only (autograd sums two
+gradients of one value in place on real tensors, out of place on fake ones) but code may branch
+on fake tensors, so where it fits, one real step under the same tracker decides."""
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +26,7 @@ from torch import nn
 
 from remat.budget import format_bytes
 from remat.fx_nodes import allocated_bytes
-from remat.ir import Plan
-from remat.measure import measure_peak
+from remat.measure import measure_peak, written_arguments
 from remat.model_state import ModelState
 from remat.torch_internals import (
     FakeTensorMode,
@@ -61,16 +60,18 @@ class EagerPeak:
 
 class _PeakTracker(TorchDispatchMode):
     """Counts the storages the ops it sees allocate, at their real sizes, and the peak: live
-    bytes after each op plus that op's scratch."""
+    bytes after each op plus that op's scratch. The count is kept as storages come and go; a
+    storage an op writes into (an out= kernel may resize it) is counted again after it."""
 
     def __init__(self, device: torch.device) -> None:
         super().__init__()
         self.device = device
         self.peak = 0
-        self._storages: dict[int, tuple[weakref.ref, int]] = {}
-        """id -> (the storage, bytes its real counterpart holds beyond its own size)."""
-        self._wrapped = 0
-        """Bytes of the Python numbers passed for tensors so far, all taken as held to the end."""
+        self.live = 0
+        """Bytes held now: tracked storages, and the Python numbers passed for tensors to ops
+        autograd records (which may save them)."""
+        self._storages: dict[int, tuple[weakref.ref, int, int]] = {}
+        """id -> (the storage, bytes its real counterpart holds beyond it, bytes counted)."""
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -82,28 +83,37 @@ class _PeakTracker(TorchDispatchMode):
             real = call_storage_bytes(func, args, kwargs, output, self.device)
         for tensor in fresh:
             storage = tensor.untyped_storage()
-            extra = max(0, real - storage.nbytes()) if real is not None else 0
-            self._track(storage, extra)
-        if self.device.type == "cpu":
-            self._wrapped += _wrapped_number_bytes(func, args, kwargs)
-        self.peak = max(self.peak, self.live + scratch)
+            self._track(storage, max(0, real - storage.nbytes()) if real is not None else 0)
+        for tensor in _tensors(written_arguments(func, args, kwargs)):
+            self._recount(tensor.untyped_storage())
+        wrapped = _wrapped_number_bytes(func, args, kwargs) if self.device.type == "cpu" else 0
+        if torch.is_grad_enabled() and any(t.requires_grad for t in _tensors((args, kwargs))):
+            self.live += wrapped  # autograd may keep it for the backward: held to the end
+            wrapped = 0
+        self.peak = max(self.peak, self.live + scratch + wrapped)
         return output
 
     def _track(self, storage: torch.UntypedStorage, extra: int) -> None:
         key = id(storage)
-        if key not in self._storages:
-            ref = weakref.ref(storage, lambda _, k=key: self._storages.pop(k, None))
-            self._storages[key] = (ref, extra)
+        if key in self._storages:
+            return
+        counted = allocated_bytes(storage.nbytes() + extra, self.device)
+        ref = weakref.ref(storage, lambda _, k=key: self._free(k))
+        self._storages[key] = (ref, extra, counted)
+        self.live += counted
 
-    @property
-    def live(self) -> int:
-        total = 0
-        # Sizes are read now, not at allocation: an out= kernel may resize what it was given.
-        for ref, extra in list(self._storages.values()):
-            storage = ref()
-            if storage is not None:
-                total += allocated_bytes(storage.nbytes() + extra, self.device)
-        return total + self._wrapped
+    def _recount(self, storage: torch.UntypedStorage) -> None:
+        entry = self._storages.get(id(storage))
+        if entry is not None:
+            ref, extra, counted = entry
+            now = allocated_bytes(storage.nbytes() + extra, self.device)
+            self._storages[id(storage)] = (ref, extra, now)
+            self.live += now - counted
+
+    def _free(self, key: int) -> None:
+        entry = self._storages.pop(key, None)
+        if entry is not None:
+            self.live -= entry[2]
 
 
 _NUMBER_BYTES = {bool: 1, int: 8, float: 8, complex: 16}
@@ -129,13 +139,11 @@ def _wrapped_number_bytes(func: Any, args: tuple, kwargs: dict) -> int:
     return total
 
 
-def eager_candidate(plans: Iterable[Plan], module: nn.Module) -> bool:
-    """Whether eager code could run the step instead of `plans`: none recomputes anything,
-    and no DDP engine (whose buckets the plans reserve room for) wraps the module."""
+def eager_candidate(module: nn.Module) -> bool:
+    """Whether eager code could run the step instead of remat's plans: no DDP engine (whose
+    buckets the plans reserve room for) wraps the module."""
     from torch.nn.parallel import DistributedDataParallel
 
-    if any(len(set(plan.schedule)) != len(plan.schedule) for plan in plans):
-        return False
     return not any(isinstance(m, DistributedDataParallel) for m in module.modules())
 
 

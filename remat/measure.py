@@ -27,7 +27,12 @@ from typing import Any
 
 import torch
 
-from remat.cpu_profiler import allocation_events, cpu_memory_profiler, own_profiler_running
+from remat.cpu_profiler import (
+    ProfilerRunningError,
+    allocation_events,
+    cpu_memory_profiler,
+    own_profiler_running,
+)
 from remat.outside import OutsideProfile
 from remat.torch_internals import (
     TorchDispatchMode,
@@ -108,7 +113,7 @@ def measure_peak(
     _check_counts(warmup, repeats)
     device = resolve_device(device)
     if device.type == "cpu" and profiler_enabled() and not own_profiler_running():
-        raise RuntimeError(
+        raise ProfilerRunningError(
             "remat.measure_peak reads CPU memory from the profiler's allocation events and "
             "cannot run while another torch.profiler session records (starting a second one "
             "ends the first): measure outside it. remat measures kernels' scratch memory this "
@@ -218,7 +223,7 @@ class OutsideTracker(TorchDispatchMode):
         # A storage made before the tracker started and written here is the step's too:
         # FSDP2 keeps each block's unsharded parameters from step to step, emptied by resizing
         # their storage to 0 and refilled (resized, then written by its all-gather's copy-out).
-        for tensor in _tensors_in(_written_arguments(func, args, kwargs)):
+        for tensor in _tensors_in(written_arguments(func, args, kwargs)):
             self._track(tensor.untyped_storage())
         self._stretch_peak = max(self._stretch_peak, self.live)
         return output
@@ -291,7 +296,7 @@ def measure_outside(step: Step, device: torch.device) -> OutsideProfile:
     return tracker.profile()
 
 
-def _written_arguments(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> list:
+def written_arguments(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> list:
     """The arguments `func` writes into (in-place and out= arguments), per its schema."""
     schema = getattr(func, "_schema", None)
     if schema is None or not schema.is_mutable:
@@ -328,7 +333,7 @@ def time_step(
     _check_counts(warmup, repeats)
     device = resolve_device(device)
     if device.type == "cpu" and profiler_enabled() and not own_profiler_running():
-        raise RuntimeError(
+        raise ProfilerRunningError(
             "remat.measure_peak reads CPU memory from the profiler's allocation events and "
             "cannot run while another torch.profiler session records (starting a second one "
             "ends the first): measure outside it. remat measures kernels' scratch memory this "

@@ -46,8 +46,9 @@ class RematPlanReport:
     outside_bytes: int = 0
     """Measured outside the graphs (FSDP2, eager code), included in `predicted_peak`."""
     runs_eagerly: bool = False
-    """The model runs as written from the second call on: nothing to recompute, and its eager
-    step, measured on fake tensors (`eager_peak_bytes`), fits the budget (remat.eager_peak)."""
+    """The model runs as written from the third call on: its eager step, measured on fake
+    tensors (`eager_peak_bytes`) and then in one real step (`eager_probed_bytes`), fits the
+    budget, so the plans below do not run (remat.eager_peak)."""
     eager_peak_bytes: int | None = None
     eager_probed_bytes: int | None = None
     """The eager step's peak in one real step, where the fake one fit (remat.eager_peak)."""
@@ -136,8 +137,8 @@ class RematPlanReport:
         probed = f"{format_bytes(self.eager_probed_bytes)} ({self.eager_probed_bytes} bytes)"
         if self.runs_eagerly:
             return [
-                f"  runs the model as written: nothing to recompute; its eager step peaked at "
-                f"{probed} in one real step ({fake})"
+                f"  runs the model as written (the plan below does not run): its eager step "
+                f"peaked at {probed} in one real step ({fake}), within the budget"
             ]
         return [f"  runs as fx code: one real eager step peaked at {probed}, over the budget"]
 

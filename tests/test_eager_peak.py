@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from remat.eager_peak import EagerPeak, measure_eager_step
+from remat.eager_peak import EagerPeak, measure_eager_step, probe_eager_step
 from remat.measure import measure_peak
 from tests.model_cases import CASES, ModelCase
 
@@ -49,6 +49,8 @@ def test_the_fake_step_peaks_where_the_real_one_does(name: str) -> None:
     # above where autograd sums two gradients of a value in place, which on fake tensors it
     # does out of place (in_place: one 4 KiB gradient on a 37 KiB step).
     assert measured <= fake.peak_bytes <= measured * 1.12
+    # The real step under the same tracker: the probe that decides.
+    assert measured <= probe_eager_step(module, args, {}, CPU) <= measured * 1.12
 
 
 class ScaledChain(nn.Module):
