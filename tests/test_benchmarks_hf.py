@@ -104,6 +104,10 @@ def test_budgets_follow_hf_checkpoints_peak_and_keep_the_floor() -> None:
     assert [c.bytes for c in hf_budgets(None, 700, "x", (1.0,))] == [700]
     (same,) = hf_budgets(700, 700, "proven", (1.0,))
     assert same.matched == ("hf-checkpoint",) and "floor" in same.setting
+    peers = [("eager", 1500), ("torch-budget 0.5", 1000), ("torch-budget 0", 600)]
+    with_peers = hf_budgets(1000, 700, "proven", (1.0,), peers)
+    assert [c.bytes for c in with_peers] == [1500, 1000, 700]  # 600: below the floor
+    assert with_peers[1].matched == ("hf-checkpoint", "torch-budget 0.5")
     row = _row("remat-ilp", 120, 1.0, budget_bytes=100)
     assert with_budget_check(row).plan["within_budget"] is False
     assert with_budget_check(_row("eager", 120, 1.0)).plan == {}

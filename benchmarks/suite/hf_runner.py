@@ -2,14 +2,15 @@
 
 Order: eager (the session's reference), hf-checkpoint, torch-budget at each setting, remat's
 floor (the error a 1-byte budget raises), remat-ilp at fractions of hf-checkpoint's measured
-peak (as int byte budgets) and at the floor, then one interleaved timing of everything that
-ran (the peer suite's `Session`). A budget remat refuses (InfeasibleBudgetError) keeps its row,
-with the floor the error names; every remat row that ran says whether its measured peak stayed
-within its budget (`plan["within_budget"]`).
+peak (as int byte budgets), at every other peer's measured peak and at the floor, then one
+interleaved timing of everything that ran (the peer suite's `Session`). A budget remat refuses
+(InfeasibleBudgetError) keeps its row, with the floor the error names; every remat row that ran
+says whether its measured peak stayed within its budget (`plan["within_budget"]`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -41,7 +42,8 @@ def run_hf_workload(workload: Workload, config: SuiteConfig, log: Log) -> list[R
         return session.finish()
     peak = checkpointed.peak.peak_bytes if isinstance(checkpointed, Prepared) else None
     log(f"{workload.name}: remat floor {floor} B ({detail}); hf-checkpoint peak {peak} B")
-    for choice in hf_budgets(peak, floor, detail, config.checkpoint_fractions):
+    others = [(label, b) for label, b in session.peaks(inductor=False) if label != "hf-checkpoint"]
+    for choice in hf_budgets(peak, floor, detail, config.checkpoint_fractions, others):
         session.run(
             ours.remat_compiled(workload, session.base, choice.bytes, method=ours.REMAT_ILP,
                                 setting=choice.setting, solver="ilp",
@@ -51,16 +53,29 @@ def run_hf_workload(workload: Workload, config: SuiteConfig, log: Log) -> list[R
 
 
 def hf_budgets(
-    checkpoint_peak: int | None, floor: int, floor_detail: str, fractions: tuple[float, ...]
+    checkpoint_peak: int | None,
+    floor: int,
+    floor_detail: str,
+    fractions: tuple[float, ...],
+    other_peaks: Sequence[tuple[str, int]] = (),
 ) -> list[BudgetChoice]:
     """remat's budgets, highest first: each fraction of hf-checkpoint's measured peak (also
-    where it lies below the floor: that row records remat's refusal) and the floor itself."""
+    where it lies below the floor: that row records remat's refusal), every other peer's
+    measured peak at or above the floor (eager's, torch-budget's: every peer point gets a
+    remat row at its peak), and the floor itself."""
     choices: dict[int, BudgetChoice] = {}
+    for label, value in other_peaks:
+        if value >= floor:
+            known = choices.get(value)
+            matched = (*(known.matched if known else ()), label)
+            choices[value] = BudgetChoice(value, f"matched: {', '.join(matched)}", matched)
     if checkpoint_peak is not None:
         for fraction in fractions:
             value = int(fraction * checkpoint_peak)
             if fraction == 1.0:
-                choices[value] = BudgetChoice(value, "matched: hf-checkpoint", ("hf-checkpoint",))
+                known = choices.get(value)
+                matched = ("hf-checkpoint", *(known.matched if known else ()))
+                choices[value] = BudgetChoice(value, f"matched: {', '.join(matched)}", matched)
             else:
                 choices.setdefault(value, BudgetChoice(value, f"{fraction:g} x hf-checkpoint"))
     at_floor = f"remat's floor ({floor_detail})"
