@@ -194,9 +194,9 @@ def _method(meta: dict[str, Any]) -> str:
             "with the floor the error names.",
             "- Peak: `remat.measure_peak` (CPU: the profiler's allocation events; CUDA: "
             "`max_memory_allocated`), bytes allocated during forward+backward above what was "
-            "allocated before it, after the first call and two unmeasured ones (remat.compile "
-            "runs a step whose plan recomputes nothing as the model's own code from the "
-            "third). Step time: `remat.time_step`, one untimed round, then "
+            "allocated before it, after the first call and three unmeasured ones (from which "
+            "on remat.compile runs the model as written where its eager step fits the budget). "
+            "Step time: `remat.time_step`, one untimed round, then "
             f"{config.get('rounds')} interleaved rounds over every method, the median. "
             "`compile s`: the first call's wall time less the step time (planning and "
             "capture, for remat). `ok`: gradients within 1e-4 of eager's.",

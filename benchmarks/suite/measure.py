@@ -2,9 +2,9 @@
 
 - first call: seeded, from zeroed gradients; its wall time includes any compilation, and its
   gradients are compared with eager's (`ok`);
-- settle: two unmeasured calls, so the peak is that of the code the timing runs (remat.compile
-  decides on a step's third call whether it runs the model as written, and not while a
-  profiler records);
+- settle: three unmeasured calls, so the peak is that of the code the timing runs (remat.compile
+  settles a step after a call that plans nothing new, the third where Dynamo compiles it twice,
+  and decides on the next whether it runs the model as written; never while a profiler records);
 - peak: remat.measure_peak (CPU: the profiler's allocation events; CUDA: max_memory_allocated),
   one profiled warm-up call, gradients freed before every call;
 - time: one untimed round over all methods, then `rounds` rounds, each timing one step of every
@@ -23,7 +23,7 @@ import torch
 import remat
 from benchmarks.suite.candidate import Candidate, Failed, describe_error, flops_of, max_grad_error
 
-SETTLE_CALLS = 2
+SETTLE_CALLS = 3
 """Unmeasured calls between the first and the peak's: what runs from then on is measured."""
 
 

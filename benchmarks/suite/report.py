@@ -126,9 +126,9 @@ def _method_section(meta: dict[str, Any]) -> str:
             "inputs in one process; each is built on its own copy of the same parameters.",
             "- Peak: `remat.measure_peak` (CPU: the profiler's allocation events; CUDA: "
             "`max_memory_allocated`), bytes allocated during forward+backward above what was "
-            "allocated before it, after the first call and two unmeasured ones (remat.compile "
-            "runs a step whose plan recomputes nothing as the model's own code from the "
-            "third), gradients freed before each call.",
+            "allocated before it, after the first call and three unmeasured ones (from which "
+            "on remat.compile runs the model as written where its eager step fits the budget), "
+            "gradients freed before each call.",
             f"- Step time: one untimed round, then {config.get('rounds')} interleaved rounds, each "
             "timing one step of every method (`remat.time_step`), the order rotated every round; "
             "the median is `step_s`, min-max the spread.",
