@@ -126,4 +126,6 @@ def plan_facts(report: Any) -> dict[str, Any]:
         "gap": max(gaps) if gaps else None,
         # From the third call a step with nothing to recompute may run the model as written.
         "runs_eagerly": getattr(report, "runs_eagerly", False),
+        "eager_fake_peak": getattr(report, "eager_peak_bytes", None),
+        "eager_probed_peak": getattr(report, "eager_probed_bytes", None),
     }
