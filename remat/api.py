@@ -221,6 +221,8 @@ class RematModule(nn.Module):
         """Whether a settled step runs the model as written (its eager step fits the budget:
         then nothing needs recomputing and no fx code runs): decided on its first settled call
         (remat.eager_peak), for plans run as fx code."""
+        if self._inductor is not None or self._sharded is not None:
+            return False  # Inductor's kernels may beat eager's; FSDP2 runs blocks on its own
         # Eager code runs whatever the modes say (train/eval, frozen layers), with no guard to
         # plan again: each set of modes is measured on its own.
         entry = (key, model_modes(self._orig_mod))
@@ -240,8 +242,6 @@ class RematModule(nn.Module):
             return False
         if not eager_candidate(self._orig_mod):
             return False
-        if self._inductor is not None or self._sharded is not None:
-            return False  # Inductor's kernels may beat eager's; FSDP2 runs blocks on its own
         reserve = engine_reserve(self._orig_mod) + (self._options.loss_reserve or 0)
         step.eager = eager_step_within(
             self._orig_mod, args, kwargs, _device_of(self._orig_mod), budget - reserve

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import warnings
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +25,11 @@ from torch import nn
 
 from remat.budget import format_bytes
 from remat.fx_nodes import allocated_bytes
-from remat.measure import measure_peak, written_arguments
+from remat.measure import measure_peak, tensors_in, written_arguments
 from remat.model_state import ModelState
 from remat.torch_internals import (
     FakeTensorMode,
     TorchDispatchMode,
-    tree_leaves,
     tree_map,
     unset_fake_temporarily,
 )
@@ -76,18 +74,18 @@ class _PeakTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         output = func(*args, **kwargs)
-        known = {id(t.untyped_storage()) for t in _tensors((args, kwargs))}
-        fresh = [t for t in _tensors(output) if id(t.untyped_storage()) not in known]
+        known = {id(t.untyped_storage()) for t in tensors_in((args, kwargs))}
+        fresh = [t for t in tensors_in(output) if id(t.untyped_storage()) not in known]
         with unset_fake_temporarily():
             scratch = call_scratch_bytes(func, args, kwargs, output, self.device)
             real = call_storage_bytes(func, args, kwargs, output, self.device)
         for tensor in fresh:
             storage = tensor.untyped_storage()
             self._track(storage, max(0, real - storage.nbytes()) if real is not None else 0)
-        for tensor in _tensors(written_arguments(func, args, kwargs)):
+        for tensor in tensors_in(written_arguments(func, args, kwargs)):
             self._recount(tensor.untyped_storage())
         wrapped = _wrapped_number_bytes(func, args, kwargs) if self.device.type == "cpu" else 0
-        if torch.is_grad_enabled() and any(t.requires_grad for t in _tensors((args, kwargs))):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors_in((args, kwargs))):
             self.live += wrapped  # autograd may keep it for the backward: held to the end
             wrapped = 0
         self.peak = max(self.peak, self.live + scratch + wrapped)
@@ -233,7 +231,7 @@ def probe_eager_step(module: nn.Module, args: tuple, kwargs: dict, device: torch
 
 def _losses(output: Any) -> list[torch.Tensor]:
     """The output's differentiable tensors when there is one and it is a scalar, else none."""
-    losses = [t for t in _tensors(tree_leaves(output)) if t.requires_grad]
+    losses = [t for t in tensors_in(output) if t.requires_grad]
     return losses if len(losses) == 1 and losses[0].dim() == 0 else []
 
 
@@ -254,12 +252,6 @@ def _fake_step(module: nn.Module, args: tuple, kwargs: dict, device: torch.devic
             return EagerPeak(None, "the model returns no scalar loss (its loss runs outside)")
         losses[0].backward()
         return EagerPeak(tracker.peak)
-
-
-def _tensors(tree: Any) -> Iterator[torch.Tensor]:
-    for leaf in tree_leaves(tree):
-        if isinstance(leaf, torch.Tensor):
-            yield leaf
 
 
 def _cuda_indices(module: nn.Module) -> list[int]:

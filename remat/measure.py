@@ -215,15 +215,15 @@ class OutsideTracker(TorchDispatchMode):
         output = func(*args, **(kwargs or {}))
         if self._frozen is not None:
             return output
-        inputs = {id(t.untyped_storage()) for t in _tensors_in((args, kwargs))}
-        for tensor in _tensors_in(output):
+        inputs = {id(t.untyped_storage()) for t in tensors_in((args, kwargs))}
+        for tensor in tensors_in(output):
             storage = tensor.untyped_storage()
             if id(storage) not in inputs:  # allocated by this op
                 self._track(storage)
         # A storage made before the tracker started and written here is the step's too:
         # FSDP2 keeps each block's unsharded parameters from step to step, emptied by resizing
         # their storage to 0 and refilled (resized, then written by its all-gather's copy-out).
-        for tensor in _tensors_in(written_arguments(func, args, kwargs)):
+        for tensor in tensors_in(written_arguments(func, args, kwargs)):
             self._track(tensor.untyped_storage())
         self._stretch_peak = max(self._stretch_peak, self.live)
         return output
@@ -313,7 +313,8 @@ def written_arguments(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any] 
     return written
 
 
-def _tensors_in(tree: Any) -> Iterator[torch.Tensor]:
+def tensors_in(tree: Any) -> Iterator[torch.Tensor]:
+    """The tensors among the leaves of `tree` (nested lists, tuples, dicts, outputs)."""
     return (leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor))
 
 
@@ -332,14 +333,6 @@ def time_step(
     """
     _check_counts(warmup, repeats)
     device = resolve_device(device)
-    if device.type == "cpu" and profiler_enabled() and not own_profiler_running():
-        raise ProfilerRunningError(
-            "remat.measure_peak reads CPU memory from the profiler's allocation events and "
-            "cannot run while another torch.profiler session records (starting a second one "
-            "ends the first): measure outside it. remat measures kernels' scratch memory this "
-            "way when it plans, on the first training call of each input shape: run that call "
-            "before you start profiling."
-        )
     for _ in range(warmup):
         _call(step, setup)
     samples = []

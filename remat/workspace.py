@@ -14,14 +14,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Generic, TypeVar
 
 import torch
 import torch.fx as fx
 
-from remat.measure import measure_peak
+from remat.measure import measure_peak, tensors_in
 from remat.torch_internals import OpOverload, unset_fake_temporarily
 
 _aten = torch.ops.aten
@@ -159,18 +159,7 @@ def _may_hide_storage(
     if not isinstance(output, torch.Tensor):
         return False
     fake = output.untyped_storage().nbytes()
-    return any(t.untyped_storage().nbytes() > fake for t in _tensors((args, kwargs)))
-
-
-def _tensors(tree: object) -> Iterator[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        yield tree
-    elif isinstance(tree, (list, tuple)):
-        for item in tree:
-            yield from _tensors(item)
-    elif isinstance(tree, dict):
-        for item in tree.values():
-            yield from _tensors(item)
+    return any(t.untyped_storage().nbytes() > fake for t in tensors_in((args, kwargs)))
 
 
 def _real_storage_bytes(
@@ -219,7 +208,7 @@ def _measure(
     device: torch.device,
 ) -> int:  # fmt: skip
     real_args, real_kwargs = _real(args, device), _real(kwargs, device)
-    output_bytes = sum(t.untyped_storage().nbytes() for t in _tensors(outputs))
+    output_bytes = sum(t.untyped_storage().nbytes() for t in tensors_in(outputs))
     with torch.no_grad():
         peak = measure_peak(lambda: target(*real_args, **real_kwargs), device, warmup=1)
     return max(0, peak.peak_bytes - output_bytes)

@@ -181,3 +181,12 @@ def test_the_cpu_peak_refuses_to_run_inside_another_profiler() -> None:
             measure_peak(lambda: torch.ones(4), "cpu")
         torch.ones(8).sum()
     assert any(e.name == "aten::sum" for e in prof.events())
+
+
+def test_timing_runs_inside_a_profiler() -> None:
+    # Only the CPU peak needs a profiler of its own; timing a profiled step is fine.
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]):
+        timing = time_step(lambda: torch.ones(4), "cpu", warmup=0, repeats=1)
+    assert len(timing.samples) == 1
